@@ -1,0 +1,148 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    OUTCOME_APPROVE: _ClassVar[Outcome]
+    OUTCOME_BLOCK: _ClassVar[Outcome]
+    OUTCOME_ESCALATE: _ClassVar[Outcome]
+
+class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTION_STATUS_UNSPECIFIED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_SUCCEEDED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_BLOCKED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_PENDING_APPROVAL: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_FAILED: _ClassVar[ExecutionStatus]
+OUTCOME_UNSPECIFIED: Outcome
+OUTCOME_APPROVE: Outcome
+OUTCOME_BLOCK: Outcome
+OUTCOME_ESCALATE: Outcome
+EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
+EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
+EXECUTION_STATUS_BLOCKED: ExecutionStatus
+EXECUTION_STATUS_PENDING_APPROVAL: ExecutionStatus
+EXECUTION_STATUS_FAILED: ExecutionStatus
+
+class StartTaskRequest(_message.Message):
+    __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_GOAL_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    declared_goal: str
+    declared_actions: _containers.RepeatedScalarFieldContainer[str]
+    credential: str
+    def __init__(self, agent_id: _Optional[str] = ..., declared_goal: _Optional[str] = ..., declared_actions: _Optional[_Iterable[str]] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class StartTaskResponse(_message.Message):
+    __slots__ = ("task_id", "token", "expires_at")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    token: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ToolCall(_message.Message):
+    __slots__ = ("name", "args")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    args: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class CallContext(_message.Message):
+    __slots__ = ("untrusted_input_source", "triggering_input")
+    UNTRUSTED_INPUT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERING_INPUT_FIELD_NUMBER: _ClassVar[int]
+    untrusted_input_source: bool
+    triggering_input: str
+    def __init__(self, untrusted_input_source: _Optional[bool] = ..., triggering_input: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("outcome", "reason", "risk_score", "policy_revision", "decision_id", "gate", "risk_flags", "approval_ttl_seconds")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RISK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    RISK_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    outcome: Outcome
+    reason: str
+    risk_score: float
+    policy_revision: str
+    decision_id: str
+    gate: str
+    risk_flags: _containers.RepeatedScalarFieldContainer[str]
+    approval_ttl_seconds: int
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ..., risk_score: _Optional[float] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., gate: _Optional[str] = ..., risk_flags: _Optional[_Iterable[str]] = ..., approval_ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("task_id", "agent_id", "call", "context")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    agent_id: str
+    call: ToolCall
+    context: CallContext
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., call: _Optional[_Union[ToolCall, _Mapping]] = ..., context: _Optional[_Union[CallContext, _Mapping]] = ...) -> None: ...
+
+class DecideResponse(_message.Message):
+    __slots__ = ("decision", "event_id")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    event_id: str
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("task_id", "agent_id", "call", "context", "idempotency_key")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    agent_id: str
+    call: ToolCall
+    context: CallContext
+    idempotency_key: str
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., call: _Optional[_Union[ToolCall, _Mapping]] = ..., context: _Optional[_Union[CallContext, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("decision", "status", "output", "error", "approval_id", "event_id", "sandbox_id", "output_truncated")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    decision: Decision
+    status: ExecutionStatus
+    output: _struct_pb2.Struct
+    error: str
+    approval_id: str
+    event_id: str
+    sandbox_id: str
+    output_truncated: bool
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...

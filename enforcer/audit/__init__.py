@@ -1,0 +1,1 @@
+"""Signed, hash-chained, append-only audit log (writer, format and verifier)."""

@@ -1,0 +1,135 @@
+"""Service configuration: strict pydantic models, validated once at startup.
+
+Relative paths in a config file are resolved against the file's directory so
+that a configuration folder can be moved as a unit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from enforcer._yaml import describe_validation_error, read_document
+from enforcer.errors import ConfigError
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RiskModel(_Strict):
+    """Blast-radius weights. Data, not code: Rego reads them from data.aecl.config.risk."""
+
+    amount_threshold: float = 50_000
+    weights: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: {
+            "large_amount": 0.5,
+            "irreversible": 0.3,
+            "affects_production": 0.4,
+            "bulk_operation": 0.3,
+            "untrusted_input": 0.2,
+        }
+    )
+
+    @model_validator(mode="after")
+    def _known_flags(self) -> RiskModel:
+        unknown = set(self.weights) - RISK_FLAGS
+        if unknown:
+            raise ValueError(f"unknown risk flags {sorted(unknown)}; known: {sorted(RISK_FLAGS)}")
+        return self
+
+
+RISK_FLAGS = frozenset(
+    {"large_amount", "irreversible", "affects_production", "bulk_operation", "untrusted_input"}
+)
+
+
+class OpaConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8181, ge=1, le=65535)
+    timeout_s: PositiveFloat = 0.5
+    # Start and supervise a local `opa run --server` instead of using a running sidecar.
+    supervise: bool = False
+    binary: str | None = None
+
+
+class PolicyConfig(_Strict):
+    engine: Literal["embedded", "opa"] = "embedded"
+    rego_dir: Path
+    risk: RiskModel = RiskModel()
+    opa: OpaConfig = OpaConfig()
+
+
+class AuditConfig(_Strict):
+    path: Path
+    signing_key: Path
+
+
+class StateConfig(_Strict):
+    sqlite_path: Path
+
+
+class SandboxConfig(_Strict):
+    bwrap: str = "/usr/bin/bwrap"
+    # Isolation profile; the shipped sandbox/profiles/default.yaml when unset.
+    profile: Path | None = None
+    call_timeout_s: PositiveFloat = 30
+    task_timeout_s: PositiveFloat = 20 * 60
+    max_output_bytes: int = Field(default=1 << 20, gt=0)
+
+
+class LimitsConfig(_Strict):
+    """Bounds on untrusted request content, checked before anything else."""
+
+    max_args_bytes: int = Field(default=64 << 10, gt=0)
+    max_args_depth: int = Field(default=16, gt=0)
+    max_triggering_input_bytes: int = Field(default=16 << 10, gt=0)
+    max_message_bytes: int = Field(default=4 << 20, gt=0)
+
+
+class ServiceConfig(_Strict):
+    listen: str = "127.0.0.1:50051"
+    agents_dir: Path
+    tool_registry: Path
+    policy: PolicyConfig
+    audit: AuditConfig
+    state: StateConfig
+    sandbox: SandboxConfig = SandboxConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+
+_PATH_FIELDS = (
+    ("agents_dir",),
+    ("tool_registry",),
+    ("policy", "rego_dir"),
+    ("audit", "path"),
+    ("audit", "signing_key"),
+    ("state", "sqlite_path"),
+    ("sandbox", "profile"),
+)
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    for path in _PATH_FIELDS:
+        node = raw
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
+            node[path[-1]] = str((base / node[path[-1]]).resolve())
+
+
+def load_config(path: Path) -> ServiceConfig:
+    raw = read_document(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    _resolve_paths(raw, path.parent.resolve())
+    try:
+        return ServiceConfig.model_validate(raw)
+    except ValidationError as e:
+        raise describe_validation_error(path, e) from e

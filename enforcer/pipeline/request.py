@@ -1,0 +1,56 @@
+"""Plain request and result types: the pipeline never sees protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from enforcer.policy.decision import Decision
+
+Rpc = Literal["StartTask", "Decide", "Execute"]
+Status = Literal["succeeded", "blocked", "pending_approval", "failed"]
+
+
+@dataclass(frozen=True)
+class StartTaskRequest:
+    agent_id: str
+    declared_goal: str
+    declared_actions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    rpc: Rpc
+    task_id: str
+    agent_id: str
+    tool: str
+    args: dict[str, Any]
+    untrusted_input_source: bool = False
+    triggering_input: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    task_id: str
+    expires_at: float
+    event_id: str
+
+
+@dataclass(frozen=True)
+class DecideResult:
+    decision: Decision
+    event_id: str
+
+
+@dataclass(frozen=True)
+class ExecuteResult:
+    decision: Decision
+    status: Status
+    event_id: str
+    output: dict[str, Any] | None = None
+    error: str = ""
+    approval_id: str = ""
+    sandbox_id: str = ""
+    output_truncated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)

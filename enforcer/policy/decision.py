@@ -1,0 +1,79 @@
+"""The decision document's strict shape. Anything else the policy returns is an
+error, and an error means BLOCK (never a guess at what the policy meant)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from enforcer.errors import MalformedDecision
+
+Outcome = Literal["approve", "block", "escalate"]
+
+
+class _PolicyAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    outcome: Outcome
+    reason: str = Field(min_length=1)
+    risk_score: float = Field(ge=0, le=1)
+    gate: str = Field(min_length=1)
+    risk_flags: list[str]
+    approval_ttl_seconds: int = Field(ge=0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    risk_score: float
+    gate: str
+    policy_revision: str
+    decision_id: str
+    risk_flags: tuple[str, ...] = ()
+    approval_ttl_seconds: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_decision(raw: Any, *, revision: str, decision_id: str) -> Decision:
+    if not isinstance(raw, dict):
+        raise MalformedDecision(f"policy returned {type(raw).__name__}, expected an object")
+    # Rego numbers may arrive as ints (0, 1); strict mode would reject them as floats.
+    doc = dict(raw)
+    if isinstance(doc.get("risk_score"), int) and not isinstance(doc.get("risk_score"), bool):
+        doc["risk_score"] = float(doc["risk_score"])
+    try:
+        answer = _PolicyAnswer.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise MalformedDecision(f"policy decision field '{loc}': {first['msg']}") from None
+    if not math.isfinite(answer.risk_score):
+        raise MalformedDecision("policy decision field 'risk_score': not finite")
+    if answer.outcome == "escalate" and answer.approval_ttl_seconds <= 0:
+        raise MalformedDecision("policy decision field 'approval_ttl_seconds': escalation without an expiry")
+    return Decision(
+        outcome=answer.outcome,
+        reason=answer.reason,
+        risk_score=answer.risk_score,
+        gate=answer.gate,
+        policy_revision=revision,
+        decision_id=decision_id,
+        risk_flags=tuple(answer.risk_flags),
+        approval_ttl_seconds=answer.approval_ttl_seconds,
+    )
+
+
+def blocked_by_error(error: Exception, *, revision: str, decision_id: str) -> Decision:
+    """The fail-closed decision: whatever went wrong, the call does not happen."""
+    return Decision(
+        outcome="block",
+        reason=f"policy engine error, failing closed: {error}",
+        risk_score=1.0,
+        gate="engine",
+        policy_revision=revision,
+        decision_id=decision_id,
+    )

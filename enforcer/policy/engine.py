@@ -1,0 +1,31 @@
+"""The policy-engine interface. Engines return the raw decision document or
+raise PolicyError; turning that into a Decision (or a fail-closed BLOCK) is
+the pipeline's job, the same for every engine."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from enforcer.config import PolicyConfig
+from enforcer.policy.policyset import PolicySet
+
+
+class PolicyEngine(Protocol):
+    name: str
+    revision: str
+    # True when evaluate() does network I/O and must run off the event loop.
+    blocking: bool
+
+    def evaluate(self, policy_input: dict[str, Any]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def create_engine(policy_set: PolicySet, config: PolicyConfig) -> PolicyEngine:
+    if config.engine == "embedded":
+        from enforcer.policy.embedded import EmbeddedEngine
+
+        return EmbeddedEngine(policy_set)
+    from enforcer.policy.opa import OpaEngine
+
+    return OpaEngine(policy_set, config.opa)

@@ -1,0 +1,1 @@
+"""Running approved tool calls in an isolated sandbox (bubblewrap)."""

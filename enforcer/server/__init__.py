@@ -1,0 +1,1 @@
+"""The gRPC edge: message conversion, status mapping, server assembly."""

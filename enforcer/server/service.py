@@ -1,0 +1,63 @@
+"""EnforcerService over grpc.aio: convert, call the pipeline, convert back."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
+from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
+from enforcer.config import LimitsConfig
+from enforcer.errors import AeclError, AuditError
+from enforcer.pipeline.pipeline import Pipeline
+from enforcer.server import convert
+from enforcer.server.status import status_for
+
+log = logging.getLogger(__name__)
+
+
+class EnforcerService(pb_grpc.EnforcerServiceServicer):
+    def __init__(self, pipeline: Pipeline, limits: LimitsConfig) -> None:
+        self.pipeline = pipeline
+        self.limits = limits
+
+    async def StartTask(self, request: pb.StartTaskRequest, context: grpc.aio.ServicerContext) -> pb.StartTaskResponse:
+        try:
+            started = await self.pipeline.start_task(convert.start_task_request(request))
+        except AeclError as e:
+            await _abort(context, e)
+        return pb.StartTaskResponse(task_id=started.task_id, expires_at=convert.timestamp(started.expires_at))
+
+    async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
+        try:
+            req = await self._call_request("Decide", request)
+            result = await self.pipeline.decide(req)
+        except AeclError as e:
+            await _abort(context, e)
+        return convert.decide_response(result)
+
+    async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
+        try:
+            req = await self._call_request("Execute", request)
+            result = await self.pipeline.execute(req)
+        except AeclError as e:
+            await _abort(context, e)
+        return convert.execute_response(result)
+
+    async def _call_request(self, rpc: str, request):
+        try:
+            return convert.call_request(rpc, request, self.limits)
+        except AeclError as e:
+            # Rejected at the wire: still logged, with what identifies the caller.
+            await self.pipeline.log_invalid(
+                rpc, e, {"agent_id": request.agent_id, "task_id": request.task_id, "tool": request.call.name}
+            )
+            raise
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: AeclError) -> None:
+    code = status_for(error)
+    if isinstance(error, AuditError):
+        log.critical("audit failure, call refused: %s", error)
+    await context.abort(code, str(error))

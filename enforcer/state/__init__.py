@@ -1,0 +1,1 @@
+"""Service state behind one interface: tasks, call budgets, pending approvals."""

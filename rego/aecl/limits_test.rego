@@ -1,0 +1,29 @@
+package aecl.limits_test
+
+import rego.v1
+
+import data.aecl.limits
+
+agents := {"a1": {"max_tool_calls_per_run": 50}}
+
+call(n, now) := {"agent_id": "a1", "task": {"calls_so_far": n, "expires_at": 1000}, "now": now}
+
+test_allow_last_call_in_budget if {
+	limits.allow with input as call(49, 10) with data.aecl.config.agents as agents
+}
+
+test_deny_call_past_budget if {
+	not limits.allow with input as call(50, 10) with data.aecl.config.agents as agents
+	r := limits.reason with input as call(50, 10) with data.aecl.config.agents as agents
+	r == "call budget exhausted: 50 of 50 tool calls already made in this run"
+}
+
+test_deny_expired_task if {
+	not limits.allow with input as call(0, 1000) with data.aecl.config.agents as agents
+	r := limits.reason with input as call(0, 1000) with data.aecl.config.agents as agents
+	startswith(r, "task expired")
+}
+
+test_deny_agent_without_limits if {
+	not limits.allow with input as call(0, 10) with data.aecl.config.agents as {}
+}

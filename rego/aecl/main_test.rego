@@ -1,0 +1,102 @@
+package aecl.main_test
+
+import rego.v1
+
+import data.aecl.main
+
+config := {
+	"agents": {"finance_agent_v2": {
+		"agent_id": "finance_agent_v2",
+		"allowed_actions": ["read_invoice", "generate_payment_report"],
+		"blocked_actions": ["delete_record"],
+		"context_rules": {"transfer_funds": "requires_human_approval"},
+		"max_tool_calls_per_run": 50,
+		"auto_approve_threshold": 0.6,
+	}},
+	"risk": {
+		"amount_threshold": 50000,
+		"weights": {
+			"large_amount": 0.5, "irreversible": 0.3, "affects_production": 0.4,
+			"bulk_operation": 0.3, "untrusted_input": 0.2,
+		},
+	},
+	"hitl": {"approval_ttl_seconds": 3600},
+}
+
+read_tool := {"access": "read", "irreversible": false, "affects_production": false, "bulk_operation": false}
+
+transfer_tool := {
+	"access": "write", "irreversible": true, "affects_production": true,
+	"bulk_operation": false, "amount_arg": "amount",
+}
+
+call(agent, name, tool, args, untrusted, calls) := {
+	"agent_id": agent,
+	"action": {"name": name, "args": args},
+	"tool": tool,
+	"context": {"untrusted_input_source": untrusted, "triggering_input": ""},
+	"task": {
+		"declared_goal": "pay vendor invoices: transfer funds",
+		"declared_actions": [], "calls_so_far": calls, "expires_at": 2000,
+	},
+	"now": 1000,
+}
+
+test_allow_read_invoice if {
+	d := main.decision with input as call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0)
+		with data.aecl.config as config
+	d.outcome == "approve"
+	d.approval_ttl_seconds == 0
+}
+
+test_deny_blocked_action if {
+	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
+		with data.aecl.config as config
+	d.outcome == "block"
+	d.gate == "allowlist"
+}
+
+test_deny_unknown_agent if {
+	d := main.decision with input as call("ghost", "read_invoice", read_tool, {}, false, 0)
+		with data.aecl.config as config
+	d.outcome == "block"
+	d.reason == "unknown agent 'ghost'"
+}
+
+test_deny_fifty_first_call if {
+	d := main.decision with input as call("finance_agent_v2", "read_invoice", read_tool, {}, false, 50)
+		with data.aecl.config as config
+	d.outcome == "block"
+	d.gate == "limits"
+}
+
+test_deny_write_outside_intent if {
+	i := call("finance_agent_v2", "generate_payment_report", object.union(read_tool, {"access": "write"}), {}, false, 0)
+	d := main.decision with input as i with data.aecl.config as config
+	d.outcome == "block"
+	d.gate == "intent"
+}
+
+test_escalate_large_untrusted_transfer if {
+	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, true, 0)
+		with data.aecl.config as config
+	d.outcome == "escalate"
+	d.gate == "context_rules"
+	d.risk_score >= 0.7
+	d.approval_ttl_seconds == 3600
+	"untrusted_input" in d.risk_flags
+}
+
+test_escalate_on_risk_alone if {
+	cfg := object.union(config, {"agents": {"finance_agent_v2": {"allowed_actions": ["transfer_funds"], "context_rules": {}}}})
+	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 10}, false, 0)
+		with data.aecl.config as cfg
+	d.outcome == "escalate"
+	d.gate == "risk"
+}
+
+test_deny_without_configuration if {
+	d := main.decision with input as call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0)
+		with data.aecl.config as {}
+	d.outcome == "block"
+}

@@ -1,0 +1,47 @@
+# Gate 3: blast-radius risk score. Flags come from the operator's tool
+# registry (input.tool) and the call context; weights and the amount
+# threshold are data (data.aecl.config.risk), the threshold per agent.
+package aecl.risk
+
+import rego.v1
+
+default escalate := false
+
+escalate if score > threshold
+
+# An agent without a threshold escalates everything it is allowed to do.
+default threshold := 0
+
+threshold := data.aecl.config.agents[input.agent_id].auto_approve_threshold
+
+reason := sprintf("risk score %v exceeds the agent's auto-approve threshold %v (flags: %s)", [score, threshold, concat(", ", flags)])
+
+flags := sort([f | some f in raised])
+
+# Rounded to 1/1000 so every engine's floating point agrees.
+score := round(min([1, sum([w | some f in raised; w := weights[f]])]) * 1000) / 1000
+
+weights := data.aecl.config.risk.weights
+
+raised contains "large_amount" if large_amount
+
+raised contains "irreversible" if input.tool.irreversible == true
+
+raised contains "affects_production" if input.tool.affects_production == true
+
+raised contains "bulk_operation" if input.tool.bulk_operation == true
+
+raised contains "untrusted_input" if input.context.untrusted_input_source == true
+
+large_amount if {
+	is_string(input.tool.amount_arg)
+	amount := input.action.args[input.tool.amount_arg]
+	is_number(amount)
+	amount > data.aecl.config.risk.amount_threshold
+}
+
+# An amount the policy cannot read counts as large: fail closed.
+large_amount if {
+	is_string(input.tool.amount_arg)
+	not is_number(input.action.args[input.tool.amount_arg])
+}
