@@ -44,6 +44,9 @@ def bwrap_argv(
         "--dev", "/dev",
         "--size", str(tmpfs_size_bytes or profile.tmpfs_size_bytes),
         "--tmpfs", WORKDIR,
+        # bwrap's root is itself an unbounded tmpfs: make it read-only so the
+        # size-capped /tmp is the only writable place.
+        "--remount-ro", "/",
         "--chdir", WORKDIR,
         "--",
         *command,

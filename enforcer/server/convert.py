@@ -26,7 +26,7 @@ _STATUSES = {
     "pending_approval": pb.EXECUTION_STATUS_PENDING_APPROVAL,
     "failed": pb.EXECUTION_STATUS_FAILED,
 }
-_MAX_SAFE_INT = 2**53
+_MAX_SAFE_INT = 2**53 - 1  # RFC 8785 (I-JSON) safe integer range
 
 
 def struct_to_dict(struct: struct_pb2.Struct, limits: LimitsConfig, field: str) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""A client that knows nothing but server reflection: it discovers the
+service, builds messages from the served descriptors, and gets the same
+answers as the generated client."""
+
+from __future__ import annotations
+
+from google.protobuf import descriptor_pool, json_format, message_factory
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+SERVICE = "aecl.v1.EnforcerService"
+
+
+class ReflectionClient:
+    def __init__(self, channel) -> None:
+        self.db = ProtoReflectionDescriptorDatabase(channel)
+        self.pool = descriptor_pool.DescriptorPool(self.db)
+        self.channel = channel
+        self.service = self.pool.FindServiceByName(SERVICE)
+
+    def call(self, method_name: str, body: dict) -> dict:
+        method = self.service.FindMethodByName(method_name)
+        req_cls = message_factory.GetMessageClass(method.input_type)
+        resp_cls = message_factory.GetMessageClass(method.output_type)
+        rpc = self.channel.unary_unary(
+            f"/{SERVICE}/{method_name}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=resp_cls.FromString,
+        )
+        resp = rpc(json_format.ParseDict(body, req_cls()))
+        return json_format.MessageToDict(resp, preserving_proto_field_name=True)
+
+
+def test_reflection_lists_the_services(service):
+    client = ReflectionClient(service.channel)
+    names = set(client.db.get_services())
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+    assert [m.name for m in client.service.methods] == ["StartTask", "Decide", "Execute"]
+
+
+def test_reflection_client_gets_the_acceptance_answers(service):
+    c = ReflectionClient(service.channel)
+    agent = "finance_agent_v2"
+    task = c.call("StartTask", {"agent_id": agent, "declared_goal": "pay invoices: transfer funds"})["task_id"]
+
+    def call(rpc, name, args, agent=agent, task=task, untrusted=False):
+        return c.call(rpc, {"task_id": task, "agent_id": agent, "call": {"name": name, "args": args},
+                            "context": {"untrusted_input_source": untrusted}})
+
+    assert call("Decide", "read_invoice", {"invoice_id": "INV-1001"})["decision"]["outcome"] == "OUTCOME_APPROVE"
+    r = call("Execute", "read_invoice", {"invoice_id": "INV-1001"})
+    assert r["status"] == "EXECUTION_STATUS_SUCCEEDED" and r["output"]["invoice_id"] == "INV-1001"
+    assert call("Decide", "delete_record", {"record_id": "1"})["decision"]["outcome"] == "OUTCOME_BLOCK"
+    big = {"amount": 100000, "to_account": "X"}
+    d = call("Decide", "transfer_funds", big, untrusted=True)["decision"]
+    assert d["outcome"] == "OUTCOME_ESCALATE" and d["risk_score"] >= 0.7
+    r = call("Execute", "transfer_funds", big, untrusted=True)
+    assert r["status"] == "EXECUTION_STATUS_PENDING_APPROVAL" and r["approval_id"] and "sandbox_id" not in r
+    ghost_task = c.call("StartTask", {"agent_id": "ghost", "declared_goal": "x"})["task_id"]
+    d = call("Decide", "read_invoice", {}, agent="ghost", task=ghost_task)["decision"]
+    assert d["outcome"] == "OUTCOME_BLOCK" and "unknown agent" in d["reason"]
+    scoped = c.call("StartTask", {"agent_id": agent, "declared_goal": "review", "declared_actions": ["read_invoice"]})
+    d = call("Decide", "generate_payment_report", {"vendor_id": "V-17"}, task=scoped["task_id"])["decision"]
+    assert d["outcome"] == "OUTCOME_BLOCK" and d["reason"].startswith("Action scope exceeds declared task intent")
+    budget = c.call("StartTask", {"agent_id": agent, "declared_goal": "read"})["task_id"]
+    for _ in range(50):
+        assert call("Execute", "read_invoice", {"invoice_id": "INV-1001"}, task=budget)["status"] == "EXECUTION_STATUS_SUCCEEDED"
+    assert call("Execute", "read_invoice", {"invoice_id": "INV-1001"}, task=budget)["status"] == "EXECUTION_STATUS_BLOCKED"

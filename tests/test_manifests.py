@@ -1,0 +1,66 @@
+"""Operator files: errors name the file and the field; nothing half-loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from enforcer.config import load_config
+from enforcer.errors import ConfigError
+from enforcer.manifests import load_agents, load_registry
+from tests.conftest import EXAMPLES, REPO
+
+
+def test_example_configuration_loads():
+    config = load_config(EXAMPLES / "aecl.yaml")
+    agents = load_agents(config.agents_dir)
+    registry = load_registry(config.tool_registry)
+    assert agents["finance_agent_v2"].max_tool_calls_per_run == 50
+    assert "transfer_funds" in agents["finance_agent_v2"].context_rules
+    assert "transfer_funds" not in agents["finance_agent_v2"].blocked_actions
+    assert registry.tools["transfer_funds"].irreversible and registry.tools["transfer_funds"].amount_arg == "amount"
+    assert config.policy.rego_dir == (REPO / "rego").resolve()
+
+
+def test_manifest_with_wrong_type_names_file_and_field(tmp_path):
+    (tmp_path / "a.yaml").write_text("agent_id: a\nmax_tool_calls_per_run: 'fifty'\n")
+    with pytest.raises(ConfigError) as err:
+        load_agents(tmp_path)
+    assert "a.yaml" in str(err.value) and "max_tool_calls_per_run" in str(err.value)
+
+
+def test_manifest_with_unknown_field_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("agent_id: a\nis_trusted: true\n")
+    with pytest.raises(ConfigError, match="is_trusted"):
+        load_agents(tmp_path)
+
+
+def test_duplicate_agent_ids_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("agent_id: a\n")
+    (tmp_path / "b.json").write_text('{"agent_id": "a"}')
+    with pytest.raises(ConfigError, match="already defined"):
+        load_agents(tmp_path)
+
+
+def test_registry_requires_access_kind(tmp_path):
+    (tmp_path / "t.yaml").write_text("tools:\n  x:\n    command: [/bin/true]\n")
+    with pytest.raises(ConfigError) as err:
+        load_registry(tmp_path / "t.yaml")
+    assert "tools.x.access" in str(err.value)
+
+
+def test_config_refuses_unknown_keys(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "agents_dir: a\ntool_registry: t\npolicy: {rego_dir: r, engine: magic}\n"
+        "audit: {path: l, signing_key: k}\nstate: {sqlite_path: s}\n"
+    )
+    with pytest.raises(ConfigError, match="policy.engine"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_unknown_risk_flag_weight_is_refused(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "agents_dir: a\ntool_registry: t\npolicy: {rego_dir: r, risk: {weights: {vibes: 0.1}}}\n"
+        "audit: {path: l, signing_key: k}\nstate: {sqlite_path: s}\n"
+    )
+    with pytest.raises(ConfigError, match="unknown risk flags"):
+        load_config(tmp_path / "c.yaml")
