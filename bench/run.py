@@ -1,0 +1,280 @@
+"""`make bench`: AECL against baselines measured in the same run.
+
+  Decide (embedded engine, every decision signed, fsynced)  vs  a bare gRPC echo
+  Execute of a trivial tool                                vs  raw `bwrap /bin/true`
+  audit append (sign + fsync)                               vs  a plain fsync'd append
+  policy evaluation (embedded, OPA sidecar)                 vs  raw `opa eval`
+
+Medians and p99s; ratios are what to read, since these machines are shared.
+Targets (issue 2): Decide p50 <= 1.3x echo p50, Decide p99 < 2 ms, Decide
+throughput >= 0.8x echo, Execute p50 <= raw bwrap p50 + 1.5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from enforcer._gen.aecl.v1 import enforcer_pb2 as pb  # noqa: E402
+from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc  # noqa: E402
+from tests.conftest import free_port, write_config  # noqa: E402
+
+
+def pct(samples: list[float], q: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summary(name: str, samples_s: list[float]) -> dict:
+    ms = [x * 1000 for x in samples_s]
+    return {"name": name, "n": len(ms), "p50_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99)}
+
+
+def line(row: dict, base: dict | None = None, extra: str = "") -> None:
+    ratio = f"  {row['p50_ms'] / base['p50_ms']:5.2f}x p50" if base else ""
+    print(f"  {row['name']:<44} p50 {row['p50_ms']:8.3f} ms   p99 {row['p99_ms']:8.3f} ms{ratio}{extra}")
+
+
+def wait_ready(address: str) -> grpc.Channel:
+    ch = grpc.insecure_channel(address)
+    grpc.channel_ready_future(ch).result(timeout=30)
+    return ch
+
+
+def serial(fn, n: int, warmup: int = 200) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+async def throughput(address: str, method: str, payload: bytes, concurrency: int, seconds: float) -> float:
+    done = 0
+    async with grpc.aio.insecure_channel(address) as ch:
+        rpc = ch.unary_unary(method)
+        deadline = time.perf_counter() + seconds
+
+        async def worker():
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await rpc(payload)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+def bench_decide(args, tmp: Path) -> None:
+    print("\n== Decide vs a bare gRPC echo (serial calls, then %d concurrent callers)" % args.concurrency)
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, str(REPO / "bench/echo_server.py"), str(echo_port)],
+                            stdout=subprocess.PIPE)
+    echo.stdout.readline()
+    config = write_config(tmp / "svc")
+    svc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)],
+                           cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        import yaml
+
+        address = yaml.safe_load(config.read_text())["listen"]
+        ch = wait_ready(address)
+        stub = pb_grpc.EnforcerServiceStub(ch)
+        task = stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read")).task_id
+        req = pb.DecideRequest(task_id=task, agent_id="finance_agent_v2", call=pb.ToolCall(name="read_invoice"))
+        req.call.args.update({"invoice_id": "INV-1001"})
+        payload = req.SerializeToString()
+        echo_ch = wait_ready(f"127.0.0.1:{echo_port}")
+        echo_rpc = echo_ch.unary_unary("/bench.Echo/Echo")
+        decide_rpc = ch.unary_unary("/aecl.v1.EnforcerService/Decide")
+        # Interleave rounds so both see the same machine load.
+        e_s, d_s = [], []
+        for _ in range(4):
+            e_s += serial(lambda: echo_rpc(payload), args.n // 4, warmup=50)
+            d_s += serial(lambda: decide_rpc(payload), args.n // 4, warmup=50)
+        e, d = summary("bare gRPC echo", e_s), summary("Decide (embedded, signed, fsynced)", d_s)
+        line(e)
+        line(d, e)
+        e_tp = asyncio.run(throughput(f"127.0.0.1:{echo_port}", "/bench.Echo/Echo", payload, args.concurrency, args.seconds))
+        d_tp = asyncio.run(throughput(address, "/aecl.v1.EnforcerService/Decide", payload, args.concurrency, args.seconds))
+        print(f"  throughput: echo {e_tp:8.0f}/s   Decide {d_tp:8.0f}/s   ratio {d_tp / e_tp:4.2f}x")
+        verdict("Decide p50 <= 1.3x echo p50", d["p50_ms"] <= 1.3 * e["p50_ms"], f"{d['p50_ms'] / e['p50_ms']:.2f}x")
+        verdict("Decide p99 < 2 ms", d["p99_ms"] < 2.0, f"{d['p99_ms']:.3f} ms")
+        verdict("Decide throughput >= 0.8x echo", d_tp >= 0.8 * e_tp, f"{d_tp / e_tp:.2f}x")
+        ch.close()
+        echo_ch.close()
+    finally:
+        svc.terminate()
+        echo.terminate()
+        svc.wait()
+        echo.wait()
+
+
+def bench_execute(args, tmp: Path) -> None:
+    print("\n== Execute of a trivial tool vs raw bwrap")
+    registry = tmp / "tools.yaml"
+    registry.write_text("tools:\n  noop:\n    command: [/bin/cat]\n    access: read\n")
+    agents = tmp / "agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text("agent_id: bench\nallowed_actions: [noop]\nmax_tool_calls_per_run: 1000000\n")
+    config = write_config(tmp / "exec", agents_dir=str(agents), tool_registry=str(registry))
+    svc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)],
+                           cwd=REPO, stderr=subprocess.DEVNULL)
+    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    minimal = [bwrap, "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64",
+               "/lib64", "--symlink", "usr/bin", "/bin", "--", "/bin/true"]
+    isolated = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr",
+                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", "/bin/true"]
+    try:
+        import yaml
+
+        ch = wait_ready(yaml.safe_load(config.read_text())["listen"])
+        stub = pb_grpc.EnforcerServiceStub(ch)
+        task = stub.StartTask(pb.StartTaskRequest(agent_id="bench", declared_goal="bench")).task_id
+        req = pb.ExecuteRequest(task_id=task, agent_id="bench", call=pb.ToolCall(name="noop"))
+        r = stub.Execute(req)
+        assert r.status == pb.EXECUTION_STATUS_SUCCEEDED, r.error
+        n = args.n_exec
+        raw, raw_iso, ex = [], [], []
+        for _ in range(4):
+            raw += serial(lambda: subprocess.run(minimal, check=True), n // 4, warmup=5)
+            raw_iso += serial(lambda: subprocess.run(isolated, check=True), n // 4, warmup=5)
+            ex += serial(lambda: stub.Execute(req), n // 4, warmup=5)
+        base = summary("raw bwrap /bin/true (minimal)", raw)
+        line(base)
+        line(summary("raw bwrap /bin/true (all namespaces)", raw_iso), base)
+        e = summary("Execute noop tool (decide+log+sandbox+log)", ex)
+        line(e, base, f"   (+{e['p50_ms'] - base['p50_ms']:.2f} ms)")
+        verdict("Execute p50 <= raw bwrap p50 + 1.5 ms", e["p50_ms"] <= base["p50_ms"] + 1.5,
+                f"+{e['p50_ms'] - base['p50_ms']:.2f} ms")
+        ch.close()
+    finally:
+        svc.terminate()
+        svc.wait()
+
+
+def bench_components(args, tmp: Path) -> None:
+    print("\n== Where a Decide's time goes (in-process, single caller)")
+    from enforcer.audit.canonical import canonical_json
+    from enforcer.audit.keys import generate_keypair, load_signing_key
+    from enforcer.audit.log import AuditLog
+    from enforcer.config import load_config
+    from enforcer.manifests import load_agents, load_registry
+    from enforcer.pipeline.policy_input import build_policy_input
+    from enforcer.pipeline.request import CallRequest
+    from enforcer.policy.embedded import EmbeddedEngine
+    from enforcer.policy.policyset import build_policy_set
+    from enforcer.state.store import Task
+
+    config = load_config(REPO / "examples/aecl.yaml")
+    ps = build_policy_set(config.policy.rego_dir, load_agents(config.agents_dir), config.policy)
+    engine = EmbeddedEngine(ps)
+    tool = load_registry(config.tool_registry).get("read_invoice")
+    now = time.time()
+    task = Task("tsk_b", "finance_agent_v2", "read", (), now, now + 600, 0)
+    req = CallRequest("Decide", "tsk_b", "finance_agent_v2", "read_invoice", {"invoice_id": "INV-1001"})
+    doc = build_policy_input(req, tool, task, now)
+    ev = summary("embedded policy evaluation", serial(lambda: engine.evaluate(doc), 2000))
+    line(ev)
+    record = {"event_id": "evt_x", "input_payload": doc, "reason": "all gates passed", "risk_score": 0.0}
+    line(summary("RFC 8785 canonicalisation of a record", serial(lambda: canonical_json(record), 2000)))
+    priv, _ = generate_keypair(tmp / "k")
+    key = load_signing_key(priv)
+    line(summary("Ed25519 sign", serial(lambda: key.sign(b"x" * 52), 2000)))
+    path = tmp / "plain.jsonl"
+    data = json.dumps(record).encode() + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def plain():
+        os.write(fd, data)
+        os.fsync(fd)
+
+    base = summary("plain fsync'd append (baseline)", serial(plain, 1000, warmup=50))
+    os.close(fd)
+    audit = AuditLog(tmp / "audit.jsonl", key)
+    ours = summary("audit append (canonicalise+sign+chain+fsync)", serial(lambda: audit.append(record), 1000, warmup=50))
+    audit.close()
+    line(base)
+    line(ours, base)
+    opa = _opa_binary()
+    if opa:
+        inp = tmp / "input.json"
+        inp.write_text(json.dumps(doc))
+        datafile = tmp / "data.json"
+        datafile.write_text(json.dumps(ps.data))
+        cmd = [opa, "eval", "--format", "raw", "-d", str(config.policy.rego_dir), "-d", str(datafile),
+               "-i", str(inp), "data.aecl.main.decision"]
+        raw = summary("raw `opa eval` (process per evaluation)", serial(lambda: subprocess.run(cmd, check=True, capture_output=True), 40, warmup=3))
+        line(raw)
+        line(ev, raw)
+        _bench_opa_sidecar(opa, ps, config, doc)
+    else:
+        print("  raw `opa eval`: skipped, no opa binary (run scripts/build-opa.sh)")
+
+
+def _opa_binary() -> str | None:
+    try:
+        out = subprocess.run([str(REPO / "scripts/build-opa.sh")], capture_output=True, text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+    except (subprocess.CalledProcessError, IndexError, FileNotFoundError):
+        return None
+
+
+def _bench_opa_sidecar(opa: str, ps, config, doc) -> None:
+    from enforcer.policy.opa import OpaEngine, OpaProcess
+
+    port = free_port()
+    proc = OpaProcess(opa, "127.0.0.1", port)
+    proc.start()
+    try:
+        engine = OpaEngine(ps, config.policy.opa.model_copy(update={"port": port, "timeout_s": 5}))
+        line(summary("OPA sidecar evaluation (REST, keep-alive)", serial(lambda: engine.evaluate(doc), 500, warmup=50)))
+        engine.close()
+    finally:
+        proc.stop()
+
+
+def verdict(target: str, ok: bool, value: str) -> None:
+    print(f"  target {target:<40} {'MET ' if ok else 'MISSED'}  ({value})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=4000, help="serial calls per RPC benchmark")
+    p.add_argument("--n-exec", type=int, default=200, help="serial calls per sandbox benchmark")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    p.add_argument("--only", choices=["decide", "execute", "components"])
+    args = p.parse_args()
+    print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
+    with tempfile.TemporaryDirectory(prefix="aecl-bench-") as d:
+        tmp = Path(d)
+        if args.only in (None, "components"):
+            bench_components(args, tmp)
+        if args.only in (None, "decide"):
+            bench_decide(args, tmp)
+        if args.only in (None, "execute"):
+            bench_execute(args, tmp)
+
+
+if __name__ == "__main__":
+    main()
