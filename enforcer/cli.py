@@ -113,9 +113,9 @@ def _cmd_policy_test(args: argparse.Namespace) -> int:
     from enforcer.policy.opa import find_opa_binary
 
     opa = find_opa_binary(args.opa)
-    cmd = [opa, "test", args.rego, "-v" if args.verbose else "--format=pretty"]
+    cmd = [opa, "test", "--ignore", "capabilities.json", args.rego, "-v" if args.verbose else "--format=pretty"]
     if args.coverage:
-        cmd = [opa, "test", args.rego, "--coverage", "--threshold", str(args.threshold)]
+        cmd = [opa, "test", "--ignore", "capabilities.json", args.rego, "--coverage", "--threshold", str(args.threshold)]
     return subprocess.call(cmd)
 
 

@@ -44,6 +44,8 @@ def parse_decision(raw: Any, *, revision: str, decision_id: str) -> Decision:
     # Rego numbers may arrive as ints (0, 1); strict mode would reject them as floats.
     doc = dict(raw)
     if isinstance(doc.get("risk_score"), int) and not isinstance(doc.get("risk_score"), bool):
+        if abs(doc["risk_score"]) > 1:
+            raise MalformedDecision("policy decision field 'risk_score': out of range [0, 1]")
         doc["risk_score"] = float(doc["risk_score"])
     try:
         answer = _PolicyAnswer.model_validate(doc)

@@ -43,17 +43,27 @@ class EmbeddedEngine:
                 out = self._rego.query_bundle_entrypoint(self._bundle, ENTRYPOINT)
             except regopy.RegoError as e:
                 raise PolicyError(f"embedded engine error: {e}") from e
+            except ValueError as e:
+                # regopy parses rego-cpp's output as JSON and rego-cpp does not
+                # escape every string it prints: an unreadable answer is no answer.
+                raise MalformedDecision(f"embedded engine returned unreadable output: {e}") from e
             if not out.ok():
                 raise PolicyError(f"embedded engine error: {out}")
-            if len(out) == 0:
+            # An undefined result makes expressions() abort the process inside
+            # rego-cpp, so only a Results node is ever read further.
+            node = out.node()
+            if node.kind == regopy.NodeKind.Undefined:
                 raise MalformedDecision("policy returned no decision (undefined)")
-            text = out.expressions().json()
+            if node.kind != regopy.NodeKind.Results:
+                raise PolicyError(f"embedded engine returned a {node.kind!r} node: {out}")
+            text = node.json()
         try:
-            expressions = json.loads(text)
+            results = json.loads(text)
         except ValueError as e:
             raise MalformedDecision(f"embedded engine returned unparseable output: {e}") from e
+        expressions = results.get("expressions") if isinstance(results, dict) else None
         if not isinstance(expressions, list) or len(expressions) != 1:
-            raise MalformedDecision("policy returned more than one decision")
+            raise MalformedDecision("policy returned no single decision")
         return expressions[0]
 
     def close(self) -> None:

@@ -88,7 +88,9 @@ test_escalate_large_untrusted_transfer if {
 }
 
 test_escalate_on_risk_alone if {
-	cfg := object.union(config, {"agents": {"finance_agent_v2": {"allowed_actions": ["transfer_funds"], "context_rules": {}}}})
+	# object.union merges recursively, so the agents object is replaced whole.
+	agent := {"allowed_actions": ["transfer_funds"], "context_rules": {}, "auto_approve_threshold": 0.6}
+	cfg := json.patch(config, [{"op": "replace", "path": "/agents", "value": {"finance_agent_v2": agent}}])
 	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 10}, false, 0)
 		with data.aecl.config as cfg
 	d.outcome == "escalate"

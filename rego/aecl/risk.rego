@@ -14,7 +14,12 @@ default threshold := 0
 
 threshold := data.aecl.config.agents[input.agent_id].auto_approve_threshold
 
-reason := sprintf("risk score %v exceeds the agent's auto-approve threshold %v (flags: %s)", [score, threshold, concat(", ", flags)])
+# concat, not sprintf's %s: rego-cpp quotes a computed string under %s, and
+# both engines must produce the same reason.
+reason := concat("", [
+	sprintf("risk score %v exceeds the agent's auto-approve threshold %v (flags: ", [score, threshold]),
+	concat(", ", flags), ")",
+])
 
 flags := sort([f | some f in raised])
 

@@ -61,7 +61,7 @@ test_allow_score_is_capped if {
 
 test_escalate_agent_without_threshold if {
 	risk.escalate with input as transfer(100, false)
-		with data.aecl.config as object.union(config, {"agents": {}})
+		with data.aecl.config as json.patch(config, [{"op": "replace", "path": "/agents", "value": {}}])
 }
 
 test_allow_flags_sum_rounds_exactly if {
@@ -73,4 +73,9 @@ test_allow_flags_sum_rounds_exactly if {
 	}
 	s := risk.score with input as prod_bulk with data.aecl.config as config
 	s == 0.9
+}
+
+test_escalate_reason_lists_flags_unquoted if {
+	r := risk.reason with input as transfer(100000, true) with data.aecl.config as config
+	r == "risk score 1 exceeds the agent's auto-approve threshold 0.6 (flags: irreversible, large_amount, untrusted_input)"
 }

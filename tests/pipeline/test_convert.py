@@ -32,7 +32,8 @@ json_values = st.recursive(
 @given(st.dictionaries(st.text(max_size=5), json_values, max_size=4))
 def test_round_trips_json_values(d):
     back = struct_to_dict(to_struct(d), LIMITS, "call.args")
-    assert to_struct(back) == to_struct(d)
+    # Whole numbers come back as ints (-0.0 as 0), which compare equal as JSON values.
+    assert back == d
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

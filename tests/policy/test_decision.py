@@ -31,6 +31,7 @@ def test_well_formed_document_parses():
         {**GOOD, "risk_score": 1.5},
         {**GOOD, "risk_score": -0.1},
         {**GOOD, "risk_score": "0.3"},
+        {**GOOD, "risk_score": 10**400},  # beyond float range: must not escape as OverflowError
         {**GOOD, "reason": ""},
         {**GOOD, "extra": 1},
         {k: v for k, v in GOOD.items() if k != "reason"},

@@ -1,0 +1,221 @@
+"""Both engines behind one interface: the embedded rego-cpp engine and a real
+OPA sidecar (the binary scripts/build-opa.sh builds) give identical decision
+documents on one shared table, and the OPA engine fails closed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from enforcer.config import OpaConfig, PolicyConfig
+from enforcer.errors import EngineUnavailable, MalformedDecision, PolicyError
+from enforcer.manifests import AgentManifest, load_agents, load_registry
+from enforcer.policy.decision import parse_decision
+from enforcer.policy.embedded import EmbeddedEngine
+from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
+from enforcer.policy.policyset import build_policy_set
+from tests.conftest import EXAMPLES, REPO
+
+REGISTRY = load_registry(EXAMPLES / "tools.yaml")
+# The example agent plus one whose risky actions are governed by the score alone.
+AGENTS = {
+    **load_agents(EXAMPLES / "agents"),
+    "ops_agent": AgentManifest(agent_id="ops_agent", allowed_actions=["transfer_funds", "modify_iam_policy",
+                                                                        "bulk_export", "read_invoice"]),
+}
+POLICY = PolicyConfig(rego_dir=REPO / "rego")
+
+
+def opa_binary() -> str:
+    try:
+        return find_opa_binary()
+    except Exception as e:  # a missing OPA is a broken setup, never a skip
+        pytest.fail(f"{e} (make test builds it)")
+
+
+def policy_input(action, args=None, *, agent="finance_agent_v2", untrusted=False, calls=0,
+                 goal="pay vendor invoices: transfer funds", declared=(), now=1000.0):
+    tool = REGISTRY.get(action)
+    return {
+        "agent_id": agent,
+        "action": {"name": action, "args": args or {}},
+        "tool": {
+            "access": tool.access, "irreversible": tool.irreversible,
+            "affects_production": tool.affects_production, "bulk_operation": tool.bulk_operation,
+            "amount_arg": tool.amount_arg,
+        },
+        "context": {"untrusted_input_source": untrusted, "triggering_input": ""},
+        "task": {"task_id": "tsk_1", "declared_goal": goal, "declared_actions": list(declared),
+                 "calls_so_far": calls, "started_at": 900.0, "expires_at": 2100.0},
+        "now": now,
+    }
+
+
+# (case id, input, expected outcome, expected gate, words the reason must contain)
+TABLE = [
+    ("read_approved", policy_input("read_invoice", {"invoice_id": "INV-1"}), "approve", "risk", ""),
+    ("report_in_goal", policy_input("generate_payment_report", goal="generate payment report"),
+     "approve", "risk", ""),
+    ("blocked_list", policy_input("delete_record", {"record_id": "r1"}), "block", "allowlist", "block list"),
+    ("block_wins_bulk", policy_input("bulk_export"), "block", "allowlist", "block list"),
+    ("unknown_agent", policy_input("read_invoice", agent="ghost"), "block", "allowlist", "unknown agent"),
+    ("transfer_escalates", policy_input("transfer_funds", {"amount": 100000}, untrusted=True),
+     "escalate", "context_rules", "requires_human_approval"),
+    ("small_transfer_still_rule", policy_input("transfer_funds", {"amount": 10}),
+     "escalate", "context_rules", "requires_human_approval"),
+    ("out_of_scope", policy_input("generate_payment_report", declared=["read_invoice"]),
+     "block", "intent", "Action scope exceeds declared task intent"),
+    ("write_not_in_goal", policy_input("generate_payment_report", goal="read invoices"),
+     "block", "intent", "Action scope exceeds declared task intent"),
+    ("call_51_blocked", policy_input("read_invoice", calls=50), "block", "limits", "50"),
+    ("call_50_allowed", policy_input("read_invoice", calls=49), "approve", "risk", ""),
+    ("task_expired", policy_input("read_invoice", now=5000.0), "block", "limits", "expired"),
+    ("risk_escalates_alone", policy_input("transfer_funds", {"amount": 100000}, agent="ops_agent",
+                                          goal="transfer funds"),
+     "escalate", "risk", "(flags: affects_production, irreversible, large_amount)"),
+    ("risk_under_threshold", policy_input("modify_iam_policy", agent="ops_agent", goal="modify iam policy"),
+     "approve", "risk", "within threshold 0.6"),
+    ("bulk_untrusted_read", policy_input("bulk_export", agent="ops_agent", untrusted=True),
+     "approve", "risk", ""),
+    ("score_equal_to_threshold_approves", policy_input("modify_iam_policy", agent="ops_agent",
+                                                       goal="modify iam policy", untrusted=True),
+     "approve", "risk", "risk score 0.6 within threshold 0.6"),
+    ("irreversible_prod_untrusted_escalates", policy_input("transfer_funds", {"amount": 5}, agent="ops_agent",
+                                                           goal="transfer funds", untrusted=True),
+     "escalate", "risk", "(flags: affects_production, irreversible, untrusted_input)"),
+    ("amount_not_a_number", policy_input("transfer_funds", {"amount": "lots"}),
+     "escalate", "context_rules", ""),
+]
+
+
+@pytest.fixture(scope="module")
+def policy_set():
+    return build_policy_set(POLICY.rego_dir, AGENTS, POLICY)
+
+
+@pytest.fixture(scope="module")
+def opa_sidecar():
+    proc = OpaProcess(opa_binary(), "127.0.0.1", free_port())
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def engines(policy_set, opa_sidecar):
+    embedded = EmbeddedEngine(policy_set)
+    opa = OpaEngine(policy_set, OpaConfig(port=opa_sidecar.port, timeout_s=5))
+    yield embedded, opa
+    opa.close()
+
+
+@pytest.mark.parametrize(("case", "doc", "outcome", "gate", "words"), TABLE, ids=[t[0] for t in TABLE])
+def test_engines_agree_on_the_decision_table(engines, case, doc, outcome, gate, words):
+    embedded, opa = engines
+    a, b = embedded.evaluate(doc), opa.evaluate(doc)
+    assert a == b, f"{case}: embedded {a} != opa {b}"
+    d = parse_decision(a, revision="r", decision_id="d")
+    assert (d.outcome, d.gate) == (outcome, gate), d
+    assert words in d.reason
+
+
+def test_both_engines_score_the_untrusted_large_transfer_at_least_0_7(engines):
+    doc = policy_input("transfer_funds", {"amount": 100000}, untrusted=True)
+    for engine in engines:
+        d = parse_decision(engine.evaluate(doc), revision="r", decision_id="d")
+        assert d.risk_score >= 0.7
+        assert set(d.risk_flags) == {"large_amount", "irreversible", "affects_production", "untrusted_input"}
+
+
+def test_stopped_opa_is_unavailable(policy_set):
+    dead = OpaEngine(policy_set, OpaConfig(port=free_port(), timeout_s=0.5))
+    with pytest.raises(EngineUnavailable, match="unavailable"):
+        dead.evaluate(policy_input("read_invoice"))
+    dead.close()
+
+
+def test_sidecar_restarted_without_policies_gets_them_again(policy_set, tmp_path):
+    port = free_port()
+    proc = OpaProcess(opa_binary(), "127.0.0.1", port)
+    proc.start()
+    try:
+        engine = OpaEngine(policy_set, OpaConfig(port=port, timeout_s=5))
+        assert engine.evaluate(policy_input("read_invoice"))["outcome"] == "approve"
+        proc.stop()
+        with pytest.raises(EngineUnavailable):
+            engine.evaluate(policy_input("read_invoice"))
+        proc.start()  # a fresh OPA with no policy loaded
+        assert engine.evaluate(policy_input("read_invoice"))["outcome"] == "approve"
+        engine.close()
+    finally:
+        proc.stop()
+
+
+MALFORMED = """package aecl.main
+
+import rego.v1
+
+decision := {"outcome": "allow", "why": "shape is wrong"}
+"""
+
+UNDEFINED = """package aecl.main
+
+import rego.v1
+
+decision := d if {
+	d := {"outcome": "approve"}
+	input.never_set
+}
+"""
+
+
+@pytest.mark.parametrize("source", [MALFORMED, UNDEFINED], ids=["malformed", "undefined"])
+def test_off_shape_policy_is_an_error_in_both_engines(tmp_path, opa_sidecar, source):
+    rego = tmp_path / "rego"
+    (rego / "aecl").mkdir(parents=True)
+    (rego / "aecl" / "main.rego").write_text(source)
+    ps = build_policy_set(rego, AGENTS, PolicyConfig(rego_dir=rego))
+    doc = policy_input("read_invoice")
+    for engine in (EmbeddedEngine(ps), OpaEngine(ps, OpaConfig(port=opa_sidecar.port, timeout_s=5))):
+        with pytest.raises((MalformedDecision, PolicyError)):
+            parse_decision(engine.evaluate(doc), revision=ps.revision, decision_id="d")
+
+
+def test_opa_sidecar_refuses_a_policy_that_does_not_compile(tmp_path, opa_sidecar):
+    rego = tmp_path / "rego"
+    (rego / "aecl").mkdir(parents=True)
+    (rego / "aecl" / "main.rego").write_text("package aecl.main\n\ndecision := {{{\n")
+    ps = build_policy_set(rego, AGENTS, PolicyConfig(rego_dir=rego))
+    with pytest.raises(PolicyError, match="refused"):
+        OpaEngine(ps, OpaConfig(port=opa_sidecar.port, timeout_s=5))
+
+
+def test_capabilities_file_refuses_http_send(tmp_path):
+    (tmp_path / "callout.rego").write_text(
+        'package aecl.callout\n\nimport rego.v1\n\n'
+        'leak := http.send({"method": "GET", "url": "http://127.0.0.1:1/"})\n'
+    )
+    out = subprocess.run(
+        [opa_binary(), "check", "--strict", "--capabilities", str(REPO / "rego/capabilities.json"),
+         str(tmp_path)], capture_output=True, text=True,
+    )
+    assert out.returncode != 0
+    assert "http.send" in out.stdout + out.stderr
+
+
+def test_capabilities_file_leaves_out_every_network_builtin():
+    caps = json.loads((REPO / "rego/capabilities.json").read_text())
+    names = {b["name"] for b in caps["builtins"]}
+    assert not names & {"http.send", "net.lookup_ip_addr", "opa.runtime"}
+    assert caps["allow_net"] == []
+    assert "sprintf" in names  # the file is a real capabilities file, not an empty one
+
+
+def test_repo_rego_passes_opa_check_strict():
+    out = subprocess.run(
+        [opa_binary(), "check", "--strict", "--capabilities", str(REPO / "rego/capabilities.json"),
+         str(REPO / "rego/aecl")], capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,40 @@
+"""`make demo`: the before/after story, played against a real service."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO, Service, free_port, write_config
+
+DEMO = ["examples/demo.py"]
+
+
+def run_demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *DEMO, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_demo_plays_the_whole_story(tmp_path):
+    svc = Service(write_config(tmp_path))
+    try:
+        r = run_demo("--target", svc.address)
+    finally:
+        svc.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PENDING_APPROVAL" in r.stdout and "BLOCK" in r.stdout
+    assert "SUCCEEDED" in r.stdout and "unknown agent 'rogue_agent'" in r.stdout
+    assert "aecl verify --log var/audit.jsonl --pubkey var/keys/audit.pub" in r.stdout
+    assert "\033[" not in r.stdout  # no colour codes when stdout is not a tty
+
+
+def test_demo_help_exits_zero():
+    r = run_demo("--help")
+    assert r.returncode == 0
+    assert "--target" in r.stdout and "--timeout" in r.stdout
+
+
+def test_demo_without_a_service_says_make_run():
+    r = run_demo("--target", f"127.0.0.1:{free_port()}", "--timeout", "1", timeout=30)
+    assert r.returncode == 2
+    assert "make run" in r.stdout + r.stderr
