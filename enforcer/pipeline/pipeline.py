@@ -197,6 +197,9 @@ class Pipeline:
             action_name=req.tool, input_payload=_payload(req), policy_revision=decision.policy_revision,
             latency_ms=_ms(t0),
         )
+        # The complete input, so `aecl policy replay` can re-decide this call
+        # under a candidate policy exactly as it was decided here.
+        record["policy_input"] = policy_input
         return decision, records.with_decision(record, decision)
 
     async def _log_rejection(
