@@ -5,11 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AECL := $(VENV)/bin/aecl
 BUF := .cache/node/node_modules/.bin/buf
-OPA = $(shell scripts/build-opa.sh 2>/dev/null | tail -n1)
 CONFIG ?= examples/aecl.yaml
 KEYS := var/keys
 
-.PHONY: help setup setup-dev run keys test check lint-proto gen gen-check rego-check pytest bench demo clean
+.PHONY: help setup setup-dev run keys test check lint-proto gen gen-check rego-check check-readme pytest bench demo clean
 
 help:
 	@echo "make run    - install what is needed and serve the demo config on 127.0.0.1:50051"
@@ -17,6 +16,7 @@ help:
 	@echo "make demo   - play the before/after story against a running 'make run'"
 	@echo "make bench  - benchmarks against same-run baselines"
 	@echo "make gen    - regenerate Python code from proto/"
+	@echo "make check-readme - check the CLI help quoted in README.md against aecl --help"
 
 setup:
 	@scripts/setup.sh
@@ -35,7 +35,7 @@ run: setup keys
 
 test: setup-dev check pytest
 
-check: gen-check lint-proto rego-check
+check: gen-check lint-proto rego-check check-readme
 
 gen: setup-dev
 	@scripts/gen-proto.sh
@@ -54,7 +54,11 @@ rego-check: setup-dev
 	$$opa fmt --list --fail rego/ >/dev/null || { echo "opa fmt: these files need 'opa fmt -w':" >&2; $$opa fmt --list rego/ >&2; exit 1; }; \
 	$$opa check --strict --capabilities rego/capabilities.json rego/ && \
 	$$opa test --ignore capabilities.json rego/ && \
-	$$opa test --ignore capabilities.json rego/ --coverage --threshold 95 >/dev/null && echo "opa fmt, check --strict, test, coverage >= 95%: ok"
+	$$opa test --ignore capabilities.json rego/ --coverage | $(PY) scripts/rego-coverage.py --threshold 95 && \
+	echo "opa fmt, check --strict, test: ok"
+
+check-readme: setup
+	@$(PY) scripts/check-readme.py
 
 pytest: setup-dev
 	@$(PY) -m pytest -q

@@ -48,6 +48,26 @@ RISK_FLAGS = frozenset(
 )
 
 
+class HitlConfig(_Strict):
+    """Which calls wait for a human and for how long (the seed's HITL_POLICY).
+    Data, not code: Rego reads it from data.aecl.config.hitl."""
+
+    # action -> approval expiry in seconds; the action always requires approval.
+    routes: dict[str, Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: {
+            "transfer_funds": 3600,
+            "bulk_data_export": 4 * 3600,
+            "deploy_to_production": 2 * 3600,
+            "modify_iam_policy": 3600,
+        }
+    )
+    # Any risk score above this escalates, whatever the agent's own threshold.
+    risk_floor: float = Field(default=0.7, ge=0, le=1)
+    risk_floor_ttl_seconds: int = Field(default=3600, gt=0)
+    # Expiry of escalations by other rules (context rules, agent thresholds).
+    default_ttl_seconds: int = Field(default=3600, gt=0)
+
+
 class OpaConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8181, ge=1, le=65535)
@@ -55,12 +75,33 @@ class OpaConfig(_Strict):
     # Start and supervise a local `opa run --server` instead of using a running sidecar.
     supervise: bool = False
     binary: str | None = None
+    # An OPA bundle (`aecl policy build`) that the supervised OPA loads through
+    # its bundle plugin, or that the external sidecar was started with. When
+    # set, nothing is pushed over REST: every decision is checked to come from
+    # a bundle whose revision is the service's own, or it is blocked.
+    bundle: Path | None = None
+
+
+class ReloadConfig(_Strict):
+    """Hot reload of policy, manifests and registry (also on SIGHUP and the
+    admin RPC). A candidate must compile and pass its own Rego tests."""
+
+    watch: bool = True
+    interval_s: PositiveFloat = 1.0
+    run_tests: bool = True
 
 
 class PolicyConfig(_Strict):
     engine: Literal["embedded", "opa"] = "embedded"
     rego_dir: Path
     risk: RiskModel = RiskModel()
+    hitl: HitlConfig = HitlConfig()
+    # shadow: decisions are computed and logged with shadow=true, but calls
+    # proceed as if approved. For rolling out a policy; loud in the logs.
+    mode: Literal["enforce", "shadow"] = "enforce"
+    # Agents in shadow mode while the rest are enforced.
+    shadow_agents: list[str] = []
+    reload: ReloadConfig = ReloadConfig()
     opa: OpaConfig = OpaConfig()
 
 
@@ -106,6 +147,7 @@ _PATH_FIELDS = (
     ("agents_dir",),
     ("tool_registry",),
     ("policy", "rego_dir"),
+    ("policy", "opa", "bundle"),
     ("audit", "path"),
     ("audit", "signing_key"),
     ("state", "sqlite_path"),

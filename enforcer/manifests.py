@@ -53,6 +53,9 @@ class ToolSpec(_Strict):
     bulk_operation: bool = False
     # Name of the argument holding a monetary amount, if any.
     amount_arg: Name | None = None
+    # The registered tool that undoes this one. An irreversible tool without
+    # one always waits for a human (HITL routing in rego/aecl/hitl.rego).
+    compensating_action: Name | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -64,6 +67,13 @@ class ToolRegistry(_Strict):
     def _tools_dir_exists(self) -> ToolRegistry:
         if self.tools_dir is not None and not self.tools_dir.is_dir():
             raise ValueError(f"tools_dir {self.tools_dir} is not a directory")
+        return self
+
+    @model_validator(mode="after")
+    def _compensations_exist(self) -> ToolRegistry:
+        for name, tool in self.tools.items():
+            if tool.compensating_action and tool.compensating_action not in self.tools:
+                raise ValueError(f"tools.{name}.compensating_action: no tool named '{tool.compensating_action}'")
         return self
 
     def get(self, name: str) -> ToolSpec | None:

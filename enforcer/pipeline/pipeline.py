@@ -17,12 +17,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from enforcer.audit.log import AuditLog
 from enforcer.config import LimitsConfig, SandboxConfig
-from enforcer.errors import AeclError, NotFound, PermissionDenied, PolicyError
-from enforcer.manifests import ToolRegistry, ToolSpec
+from enforcer.errors import AeclError, NotFound, PermissionDenied, PolicyError, SandboxError
+from enforcer.manifests import ToolSpec
 from enforcer.pipeline import records
 from enforcer.pipeline.policy_input import build_policy_input
 from enforcer.pipeline.request import (
@@ -34,7 +35,7 @@ from enforcer.pipeline.request import (
 )
 from enforcer.pipeline.validate import validate_call, validate_start_task
 from enforcer.policy.decision import Decision, blocked_by_error, parse_decision
-from enforcer.policy.engine import PolicyEngine
+from enforcer.policy.reload import ActivePolicy, ReloadResult
 from enforcer.sandbox.runner import BwrapRunner, SandboxResult
 from enforcer.state.store import Approval, StateStore, Task
 
@@ -46,8 +47,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        registry: ToolRegistry,
-        engine: PolicyEngine,
+        active: ActivePolicy,
         audit: AuditLog,
         store: StateStore,
         sandbox: BwrapRunner,
@@ -55,8 +55,8 @@ class Pipeline:
         limits: LimitsConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.registry = registry
-        self.engine = engine
+        # Replaced whole by hot reload; each call reads it exactly once.
+        self.active = active
         self.audit = audit
         self.store = store
         self.sandbox = sandbox
@@ -88,7 +88,7 @@ class Pipeline:
             "task_started", "StartTask", now=now, agent_id=req.agent_id, task_id=task.task_id,
             action_name="", input_payload={"declared_goal": req.declared_goal,
                                            "declared_actions": list(req.declared_actions)},
-            policy_revision=self.engine.revision, latency_ms=_ms(t0),
+            policy_revision=self.active.revision, latency_ms=_ms(t0),
         )
         record.update(outcome="started", reason=f"task expires at {records._timestamp(task.expires_at)}")
         entry = await self._append(record)
@@ -98,22 +98,30 @@ class Pipeline:
 
     async def decide(self, req: CallRequest) -> DecideResult:
         t0 = time.perf_counter()
-        tool, task = await self._admit(req, t0, claim=False)
-        decision, record = await self._decide(req, tool, task, t0)
+        active = self.active
+        tool, task = await self._admit(req, active, t0, claim=False)
+        decision, record = await self._decide(req, active, tool, task, t0)
         entry = await self._append(record)
         return DecideResult(decision=decision, event_id=entry["event_id"])
 
     async def execute(self, req: CallRequest) -> ExecuteResult:
         t0 = time.perf_counter()
-        tool, task = await self._admit(req, t0, claim=True)
-        decision, record = await self._decide(req, tool, task, t0)
+        active = self.active
+        tool, task = await self._admit(req, active, t0, claim=True)
+        decision, record = await self._decide(req, active, tool, task, t0)
         record["idempotency_key"] = req.idempotency_key or None
 
-        if decision.outcome == "block":
+        if decision.shadow and decision.outcome != "approve":
+            # Shadow mode: the verdict is on record, the call proceeds as if
+            # approved. Loud on purpose: this is a policy not being enforced.
+            log.warning("SHADOW: %s %s for agent %s would be %s (%s: %s); running it anyway",
+                        req.rpc, req.tool, req.agent_id, decision.outcome.upper(), decision.rule, decision.reason)
+            record["enforced"] = False
+        elif decision.outcome == "block":
             entry = await self._append(record)
             return ExecuteResult(decision, "blocked", entry["event_id"], error=decision.reason)
 
-        if decision.outcome == "escalate":
+        elif decision.outcome == "escalate":
             approval = Approval(
                 approval_id=records.new_id("apr"),
                 task_id=req.task_id,
@@ -132,13 +140,20 @@ class Pipeline:
 
         # Approved: the decision is on disk before the tool starts.
         await self._append(record)
-        result = await self.sandbox.run(
-            tool.command,
-            json.dumps(req.args, allow_nan=False).encode(),
-            tool.timeout_s or self.sandbox_config.call_timeout_s,
-            self.registry.tools_dir,
-        )
-        status, output, error = interpret_result(result)
+        try:
+            result = await self.sandbox.run(
+                tool.command,
+                json.dumps(req.args, allow_nan=False).encode(),
+                tool.timeout_s or self.sandbox_config.call_timeout_s,
+                active.registry.tools_dir,
+            )
+        except SandboxError as e:
+            # The approval is on record; so must be the fact that nothing ran.
+            result = SandboxResult(sandbox_id="", exit_code=None, signal=None, stdout=b"", stderr=b"",
+                                   timed_out=False, output_truncated=False, duration_s=0.0)
+            status, output, error = "failed", None, f"the sandbox could not start: {e}"
+        else:
+            status, output, error = interpret_result(result)
         exec_record = records.base_record(
             "execution", "Execute", now=self.clock(), agent_id=req.agent_id, task_id=req.task_id,
             action_name=req.tool, input_payload={"args": req.args}, policy_revision=decision.policy_revision,
@@ -149,7 +164,7 @@ class Pipeline:
             reason=error or "tool succeeded",
             decision_id=decision.decision_id,
             risk_score=decision.risk_score,
-            sandbox_id=result.sandbox_id,
+            sandbox_id=result.sandbox_id or None,
             exit_code=result.exit_code,
             signal=result.signal,
             timed_out=result.timed_out,
@@ -164,10 +179,11 @@ class Pipeline:
 
     # -- stages ------------------------------------------------------------
 
-    async def _admit(self, req: CallRequest, t0: float, *, claim: bool) -> tuple[ToolSpec, Task]:
+    async def _admit(self, req: CallRequest, active: ActivePolicy, t0: float, *,
+                     claim: bool) -> tuple[ToolSpec, Task]:
         """Validate the request and resolve its task; log and re-raise on failure."""
         try:
-            tool = validate_call(req, self.registry, self.limits)
+            tool = validate_call(req, active.registry, self.limits)
             task = self.store.claim_call(req.task_id) if claim else self.store.get_task(req.task_id)
             if task is None:
                 raise NotFound(f"task '{req.task_id}' does not exist")
@@ -179,19 +195,24 @@ class Pipeline:
                                       _payload(req), e, t0)
             raise
 
-    async def _decide(self, req: CallRequest, tool: ToolSpec, task: Task, t0: float) -> tuple[Decision, dict]:
+    async def _decide(self, req: CallRequest, active: ActivePolicy, tool: ToolSpec, task: Task,
+                      t0: float) -> tuple[Decision, dict]:
+        engine = active.engine
         now = self.clock()
         decision_id = records.new_id("dec")
         policy_input = build_policy_input(req, tool, task, now)
         try:
-            if self.engine.blocking:
-                raw = await asyncio.get_running_loop().run_in_executor(None, self.engine.evaluate, policy_input)
+            if engine.blocking:
+                raw = await asyncio.get_running_loop().run_in_executor(None, engine.evaluate, policy_input)
             else:
-                raw = self.engine.evaluate(policy_input)
-            decision = parse_decision(raw, revision=self.engine.revision, decision_id=decision_id)
+                raw = engine.evaluate(policy_input)
+            decision = parse_decision(raw, revision=engine.revision, decision_id=decision_id)
+            if active.is_shadow(req.agent_id):
+                decision = replace(decision, shadow=True)
         except PolicyError as e:
+            # Fail closed even in shadow mode: no policy answer, no action.
             log.error("decision %s blocked: %s", decision_id, e)
-            decision = blocked_by_error(e, revision=self.engine.revision, decision_id=decision_id)
+            decision = blocked_by_error(e, revision=engine.revision, decision_id=decision_id)
         record = records.base_record(
             "decision", req.rpc, now=now, agent_id=req.agent_id, task_id=req.task_id,
             action_name=req.tool, input_payload=_payload(req), policy_revision=decision.policy_revision,
@@ -208,7 +229,7 @@ class Pipeline:
     ) -> None:
         record = records.base_record(
             "rejected", rpc, now=self.clock(), agent_id=agent_id[:256], task_id=task_id[:256],
-            action_name=action[:256], input_payload=payload, policy_revision=self.engine.revision,
+            action_name=action[:256], input_payload=payload, policy_revision=self.active.revision,
             latency_ms=_ms(t0),
         )
         record.update(outcome="rejected", reason=str(error), error_class=type(error).__name__)
@@ -217,6 +238,15 @@ class Pipeline:
     async def _append(self, record: dict[str, Any]) -> dict[str, Any]:
         await asyncio.wrap_future(self.audit.submit(record))
         return record
+
+    async def log_reload(self, result: ReloadResult) -> None:
+        """A policy swap, or a rejected candidate, is part of the record too."""
+        record = records.base_record(
+            "policy_reload", "ReloadPolicy", now=self.clock(), agent_id="", task_id="", action_name="",
+            input_payload={"trigger": result.trigger}, policy_revision=self.active.revision, latency_ms=0.0,
+        )
+        record.update(outcome="applied" if result.applied else "rejected", reason=result.message, old_revision=result.old_revision, new_revision=result.new_revision)
+        await self._append(record)
 
     async def log_invalid(self, rpc: str, error: AeclError, fields: dict[str, Any]) -> None:
         """Log a request rejected at the wire boundary (before a CallRequest exists)."""

@@ -23,6 +23,7 @@ def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float)
             "affects_production": tool.affects_production,
             "bulk_operation": tool.bulk_operation,
             "amount_arg": tool.amount_arg,
+            "compensating_action": tool.compensating_action,
         },
         "context": {
             "untrusted_input_source": req.untrusted_input_source,

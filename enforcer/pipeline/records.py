@@ -60,5 +60,8 @@ def with_decision(record: dict[str, Any], decision: Decision) -> dict[str, Any]:
         decision_id=decision.decision_id,
         gate=decision.gate,
         risk_flags=list(decision.risk_flags),
+        rule=decision.rule,
+        risk_weights=dict(decision.risk_weights),
+        shadow=decision.shadow,
     )
     return record

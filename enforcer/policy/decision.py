@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from enforcer.errors import MalformedDecision
 
@@ -21,8 +21,19 @@ class _PolicyAnswer(BaseModel):
     reason: str = Field(min_length=1)
     risk_score: float = Field(ge=0, le=1)
     gate: str = Field(min_length=1)
+    rule: str = Field(min_length=1)
     risk_flags: list[str]
+    risk_weights: dict[str, Annotated[float, Field(ge=0, le=1)]]
     approval_ttl_seconds: int = Field(ge=0)
+
+    @field_validator("risk_weights", mode="before")
+    @classmethod
+    def _whole_weights_are_numbers(cls, v: object) -> object:
+        # Rego prints a weight of 1 as an integer; strict mode wants a float.
+        if isinstance(v, dict):
+            return {k: float(w) if isinstance(w, int) and not isinstance(w, bool) and abs(w) <= 1 else w
+                    for k, w in v.items()}
+        return v
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,11 @@ class Decision:
     decision_id: str
     risk_flags: tuple[str, ...] = ()
     approval_ttl_seconds: int = 0
+    # The rule that decided and each raised flag's weight: the explanation.
+    rule: str = ""
+    risk_weights: dict[str, float] = field(default_factory=dict)
+    # Set by the pipeline for agents in shadow mode: decided, not enforced.
+    shadow: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,6 +82,8 @@ def parse_decision(raw: Any, *, revision: str, decision_id: str) -> Decision:
         decision_id=decision_id,
         risk_flags=tuple(answer.risk_flags),
         approval_ttl_seconds=answer.approval_ttl_seconds,
+        rule=answer.rule,
+        risk_weights=dict(answer.risk_weights),
     )
 
 
@@ -78,4 +96,5 @@ def blocked_by_error(error: Exception, *, revision: str, decision_id: str) -> De
         gate="engine",
         policy_revision=revision,
         decision_id=decision_id,
+        rule="engine.error",
     )

@@ -66,5 +66,10 @@ class EmbeddedEngine:
             raise MalformedDecision("policy returned no single decision")
         return expressions[0]
 
+    def derive(self, policy_set: PolicySet) -> EmbeddedEngine:
+        """An engine for a new policy set (hot reload); this one stays usable
+        for the calls already evaluating on it."""
+        return EmbeddedEngine(policy_set)
+
     def close(self) -> None:
         pass

@@ -18,6 +18,9 @@ class PolicyEngine(Protocol):
 
     def evaluate(self, policy_input: dict[str, Any]) -> Any: ...
 
+    # A new engine of the same kind for another policy set (hot reload).
+    def derive(self, policy_set: PolicySet) -> PolicyEngine: ...
+
     def close(self) -> None: ...
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from enforcer.manifests import AgentManifest
 
 ENTRYPOINT = "aecl/main/decision"
 DATA_ROOT = ("aecl", "config")
-APPROVAL_TTL_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,24 @@ class PolicySet:
         return self.data[DATA_ROOT[0]][DATA_ROOT[1]]
 
 
+# Built-ins that reach the network or the host. `opa check --capabilities
+# rego/capabilities.json` refuses them in CI; this check refuses them at load
+# time too, because a sidecar OPA would otherwise evaluate them.
+FORBIDDEN_BUILTINS = ("http.send", "net.lookup_ip_addr", "opa.runtime")
+_STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+_FORBIDDEN_CALL = re.compile(r"\b(" + "|".join(re.escape(b) for b in FORBIDDEN_BUILTINS) + r")\s*\(")
+
+
+def check_builtins(name: str, source: str) -> None:
+    # Blank out strings and comments but keep newlines, so line numbers hold.
+    code = _STRINGS_AND_COMMENTS.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
+    m = _FORBIDDEN_CALL.search(code)
+    if m:
+        line = code.count("\n", 0, m.start()) + 1
+        raise ConfigError(f"{name}:{line}: built-in '{m.group(1)}' is not allowed in AECL policies "
+                          "(no network or host access from Rego)")
+
+
 def load_modules(rego_dir: Path) -> dict[str, str]:
     """All non-test .rego files under rego_dir."""
     if not rego_dir.is_dir():
@@ -41,6 +59,8 @@ def load_modules(rego_dir: Path) -> dict[str, str]:
     }
     if not modules:
         raise ConfigError(f"{rego_dir}: no .rego policy files")
+    for name, source in modules.items():
+        check_builtins(str(rego_dir / name), source)
     return modules
 
 
@@ -48,7 +68,7 @@ def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig) -> dict
     config = {
         "agents": {aid: m.model_dump(mode="json") for aid, m in sorted(agents.items())},
         "risk": policy.risk.model_dump(mode="json"),
-        "hitl": {"approval_ttl_seconds": APPROVAL_TTL_SECONDS},
+        "hitl": policy.hitl.model_dump(mode="json"),
     }
     return {DATA_ROOT[0]: {DATA_ROOT[1]: config}}
 

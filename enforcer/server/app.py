@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,52 +18,65 @@ from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig
-from enforcer.manifests import load_agents, load_registry
 from enforcer.pipeline.pipeline import Pipeline
-from enforcer.policy.engine import PolicyEngine, create_engine
-from enforcer.policy.policyset import build_policy_set
+from enforcer.policy.engine import PolicyEngine
+from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
 from enforcer.sandbox.profile import load_profile
 from enforcer.sandbox.runner import BwrapRunner
-from enforcer.server.service import EnforcerService
+from enforcer.server.service import AdminService, EnforcerService
 from enforcer.state.sqlite import SqliteStateStore
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnforcerService"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "sandbox" / "profiles" / "default.yaml"
 
 
 @dataclass
 class Components:
     pipeline: Pipeline
-    engine: PolicyEngine
     audit: AuditLog
     store: SqliteStateStore
     sandbox: BwrapRunner
+    reloader: PolicyReloader
+
+    @property
+    def engine(self) -> PolicyEngine:
+        return self.pipeline.active.engine
 
     def close(self) -> None:
         self.sandbox.kill_all()
+        self.reloader.close()
         self.engine.close()
         self.audit.close()
         self.store.close()
 
 
-def build_components(config: ServiceConfig) -> Components:
+def build_components(
+    config: ServiceConfig, load_config: Callable[[], ServiceConfig] | None = None,
+    config_path: Path | None = None,
+) -> Components:
     """Load and validate everything up front: a bad manifest, registry, policy
-    or key stops startup with an error naming the file."""
-    agents = load_agents(config.agents_dir)
-    registry = load_registry(config.tool_registry)
-    policy_set = build_policy_set(config.policy.rego_dir, agents, config.policy)
+    or key stops startup with an error naming the file. `load_config`
+    re-reads the configuration for hot reloads (default: this one, fixed)."""
     profile = load_profile(config.sandbox.profile or DEFAULT_PROFILE)
     sandbox = BwrapRunner(config.sandbox.bwrap, profile, config.sandbox.max_output_bytes)
     signing_key = load_signing_key(config.audit.signing_key)
-    engine = create_engine(policy_set, config.policy)
+    active = compile_active(config)
     audit = AuditLog(config.audit.path, signing_key)
     store = SqliteStateStore(config.state.sqlite_path)
     pipeline = Pipeline(
-        registry=registry, engine=engine, audit=audit, store=store, sandbox=sandbox,
+        active=active, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits,
     )
-    return Components(pipeline, engine, audit, store, sandbox)
+    reloader = PolicyReloader(
+        pipeline, config, load_config or (lambda: config), pipeline.log_reload,
+        run_tests=config.policy.reload.run_tests, config_path=config_path,
+    )
+    if active.shadow_all or active.shadow_agents:
+        log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
+                    "every agent" if active.shadow_all else sorted(active.shadow_agents))
+    return Components(pipeline, audit, store, sandbox, reloader)
 
 
 def create_server(
@@ -81,10 +94,11 @@ def create_server(
         ],
     )
     pb_grpc.add_EnforcerServiceServicer_to_server(EnforcerService(components.pipeline, config.limits), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminService(components.pipeline, components.reloader), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     port = server.add_insecure_port(config.listen)
@@ -94,8 +108,11 @@ def create_server(
     return server, port
 
 
-async def serve(config: ServiceConfig, *, ready: asyncio.Event | None = None) -> None:
-    components = build_components(config)
+async def serve(
+    config: ServiceConfig, *, ready: asyncio.Event | None = None,
+    load_config: Callable[[], ServiceConfig] | None = None, config_path: Path | None = None,
+) -> None:
+    components = build_components(config, load_config, config_path)
     server, port = create_server(components, config)
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
@@ -112,9 +129,23 @@ async def serve(config: ServiceConfig, *, ready: asyncio.Event | None = None) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    background: set[asyncio.Task] = set()
+
+    def on_sighup() -> None:
+        t = loop.create_task(components.reloader.reload("SIGHUP"))
+        background.add(t)
+        t.add_done_callback(background.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    watcher = None
+    if config.policy.reload.watch:
+        watcher = loop.create_task(components.reloader.watch(
+            lambda: watched_paths(components.reloader.current_config()), config.policy.reload.interval_s))
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=5)

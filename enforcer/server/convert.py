@@ -18,6 +18,7 @@ from enforcer.config import LimitsConfig
 from enforcer.errors import InvalidRequest
 from enforcer.pipeline.request import CallRequest, DecideResult, ExecuteResult, StartTaskRequest
 from enforcer.policy.decision import Decision
+from enforcer.policy.reload import ReloadResult
 
 _OUTCOMES = {"approve": pb.OUTCOME_APPROVE, "block": pb.OUTCOME_BLOCK, "escalate": pb.OUTCOME_ESCALATE}
 _STATUSES = {
@@ -95,6 +96,9 @@ def decision_message(d: Decision) -> pb.Decision:
         gate=d.gate,
         risk_flags=list(d.risk_flags),
         approval_ttl_seconds=d.approval_ttl_seconds,
+        rule=d.rule,
+        risk_weights=d.risk_weights,
+        shadow=d.shadow,
     )
 
 
@@ -121,3 +125,8 @@ def execute_response(r: ExecuteResult) -> pb.ExecuteResponse:
     if r.output is not None:
         resp.output.CopyFrom(dict_to_struct(r.output))
     return resp
+
+
+def reload_response(r: ReloadResult) -> pb.ReloadPolicyResponse:
+    return pb.ReloadPolicyResponse(applied=r.applied, old_revision=r.old_revision,
+                                   new_revision=r.new_revision, message=r.message)

@@ -11,6 +11,7 @@ from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.config import LimitsConfig
 from enforcer.errors import AeclError, AuditError
 from enforcer.pipeline.pipeline import Pipeline
+from enforcer.policy.reload import PolicyReloader
 from enforcer.server import convert
 from enforcer.server.status import status_for
 
@@ -54,6 +55,32 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
                 rpc, e, {"agent_id": request.agent_id, "task_id": request.task_id, "tool": request.call.name}
             )
             raise
+
+
+class AdminService(pb_grpc.AdminServiceServicer):
+    """Operator RPCs. Same listener as the agents' API: put an authenticating
+    interceptor in front before exposing it beyond loopback."""
+
+    def __init__(self, pipeline: Pipeline, reloader: PolicyReloader) -> None:
+        self.pipeline = pipeline
+        self.reloader = reloader
+
+    async def ReloadPolicy(self, request: pb.ReloadPolicyRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ReloadPolicyResponse:
+        return convert.reload_response(await self.reloader.reload("admin RPC"))
+
+    async def GetPolicyStatus(self, request: pb.GetPolicyStatusRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GetPolicyStatusResponse:
+        active = self.pipeline.active
+        resp = pb.GetPolicyStatusResponse(
+            policy_revision=active.revision, engine=active.engine.name,
+            shadow_all=active.shadow_all, shadow_agents=sorted(active.shadow_agents),
+        )
+        last = self.reloader.last
+        if last is not None:
+            resp.last_reload.CopyFrom(convert.reload_response(last))
+            resp.last_reload_at.CopyFrom(convert.timestamp(last.at))
+        return resp
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: AeclError) -> None:

@@ -21,6 +21,12 @@ reason := sprintf("unknown agent '%s'", [input.agent_id]) if {
 	not permitted
 }
 
+rule := "allowlist.unknown_agent" if {
+	not known_agent
+} else := "allowlist.blocked" if {
+	blocked
+} else := "allowlist.not_permitted"
+
 agent := data.aecl.config.agents[input.agent_id]
 
 known_agent if agent

@@ -44,3 +44,15 @@ test_deny_action_on_no_list if {
 		with data.aecl.config.agents as agents
 	contains(r, "no allow list")
 }
+
+test_deny_explains_each_rule if {
+	unknown := allowlist.rule with input as {"agent_id": "ghost", "action": {"name": "read_invoice"}}
+		with data.aecl.config.agents as agents
+	unknown == "allowlist.unknown_agent"
+	blocked := allowlist.rule with input as {"agent_id": "a1", "action": {"name": "delete_record"}}
+		with data.aecl.config.agents as agents
+	blocked == "allowlist.blocked"
+	unlisted := allowlist.rule with input as {"agent_id": "a1", "action": {"name": "launch"}}
+		with data.aecl.config.agents as agents
+	unlisted == "allowlist.not_permitted"
+}

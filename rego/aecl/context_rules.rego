@@ -11,4 +11,6 @@ escalate if rule
 
 rule := data.aecl.config.agents[input.agent_id].context_rules[input.action.name]
 
+rule_name := concat(".", ["context_rules", rule])
+
 reason := sprintf("context rule '%s' applies to action '%s'", [rule, input.action.name])

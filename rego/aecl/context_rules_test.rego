@@ -27,3 +27,9 @@ test_allow_action_without_rule if {
 	not context_rules.escalate with input as {"agent_id": "a1", "action": {"name": "read_invoice"}}
 		with data.aecl.config.agents as agents
 }
+
+test_escalate_explains_rule_name if {
+	r := context_rules.rule_name with input as {"agent_id": "a1", "action": {"name": "bulk_export"}}
+		with data.aecl.config.agents as agents
+	r == "context_rules.requires_data_owner_consent"
+}

@@ -21,6 +21,10 @@ reason := sprintf("Action scope exceeds declared task intent: '%s' is not among 
 	not allow
 }
 
+rule := "intent.outside_declared_actions" if {
+	count(input.task.declared_actions) > 0
+} else := "intent.not_in_declared_goal"
+
 in_scope if {
 	count(input.task.declared_actions) > 0
 	input.action.name in input.task.declared_actions

@@ -41,3 +41,10 @@ test_deny_write_not_in_goal if {
 test_deny_unknown_access_kind if {
 	not intent.allow with input as call("x", "admin", "x", [])
 }
+
+test_deny_explains_each_rule if {
+	scoped := intent.rule with input as call("transfer_funds", "write", "", ["read_invoice"])
+	scoped == "intent.outside_declared_actions"
+	goal := intent.rule with input as call("transfer_funds", "write", "read invoices", [])
+	goal == "intent.not_in_declared_goal"
+}

@@ -18,6 +18,10 @@ reason := sprintf("task expired: the task-loop deadline passed at %v", [input.ta
 	over_budget
 }
 
+rule := "limits.task_expired" if expired
+
+else := "limits.call_budget"
+
 max_calls := data.aecl.config.agents[input.agent_id].max_tool_calls_per_run
 
 over_budget if input.task.calls_so_far >= max_calls

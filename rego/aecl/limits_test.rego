@@ -27,3 +27,12 @@ test_deny_expired_task if {
 test_deny_agent_without_limits if {
 	not limits.allow with input as call(0, 10) with data.aecl.config.agents as {}
 }
+
+test_deny_explains_each_rule if {
+	expired := limits.rule with input as {"agent_id": "a1", "task": {"calls_so_far": 0, "expires_at": 10}, "now": 20}
+		with data.aecl.config.agents as {"a1": {"max_tool_calls_per_run": 5}}
+	expired == "limits.task_expired"
+	budget := limits.rule with input as {"agent_id": "a1", "task": {"calls_so_far": 5, "expires_at": 30}, "now": 20}
+		with data.aecl.config.agents as {"a1": {"max_tool_calls_per_run": 5}}
+	budget == "limits.call_budget"
+}

@@ -20,7 +20,10 @@ config := {
 			"bulk_operation": 0.3, "untrusted_input": 0.2,
 		},
 	},
-	"hitl": {"approval_ttl_seconds": 3600},
+	"hitl": {
+		"routes": {"transfer_funds": 3600, "modify_iam_policy": 3600},
+		"risk_floor": 0.7, "risk_floor_ttl_seconds": 3600, "default_ttl_seconds": 3600,
+	},
 }
 
 read_tool := {"access": "read", "irreversible": false, "affects_production": false, "bulk_operation": false}
@@ -89,12 +92,44 @@ test_escalate_large_untrusted_transfer if {
 
 test_escalate_on_risk_alone if {
 	# object.union merges recursively, so the agents object is replaced whole.
-	agent := {"allowed_actions": ["transfer_funds"], "context_rules": {}, "auto_approve_threshold": 0.6}
+	agent := {"allowed_actions": ["generate_payment_report"], "context_rules": {}, "auto_approve_threshold": 0.3}
+	cfg := json.patch(config, [{"op": "replace", "path": "/agents", "value": {"finance_agent_v2": agent}}])
+	prod := object.union(read_tool, {"access": "write", "affects_production": true})
+	i := object.union(
+		call("finance_agent_v2", "generate_payment_report", prod, {}, false, 0),
+		{"task": {"declared_goal": "generate payment report"}},
+	)
+	d := main.decision with input as i with data.aecl.config as cfg
+	d.outcome == "escalate"
+	d.gate == "risk"
+	d.rule == "risk.over_threshold"
+	d.risk_weights == {"affects_production": 0.4}
+	d.approval_ttl_seconds == 3600
+}
+
+test_escalate_hitl_route_when_no_context_rule if {
+	agent := {"allowed_actions": ["transfer_funds"], "context_rules": {}, "auto_approve_threshold": 0.9}
 	cfg := json.patch(config, [{"op": "replace", "path": "/agents", "value": {"finance_agent_v2": agent}}])
 	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 10}, false, 0)
 		with data.aecl.config as cfg
 	d.outcome == "escalate"
-	d.gate == "risk"
+	d.gate == "hitl"
+	d.rule == "hitl.route"
+	d.approval_ttl_seconds == 3600
+}
+
+test_escalate_explains_context_rule if {
+	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, true, 0)
+		with data.aecl.config as config
+	d.rule == "context_rules.requires_human_approval"
+	d.risk_weights == {"large_amount": 0.5, "irreversible": 0.3, "affects_production": 0.4, "untrusted_input": 0.2}
+}
+
+test_deny_explains_blocking_rule if {
+	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
+		with data.aecl.config as config
+	d.rule == "allowlist.blocked"
+	d.approval_ttl_seconds == 0
 }
 
 test_deny_without_configuration if {

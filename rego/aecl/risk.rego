@@ -28,6 +28,9 @@ score := round(min([1, sum([w | some f in raised; w := weights[f]])]) * 1000) / 
 
 weights := data.aecl.config.risk.weights
 
+# The weight each raised flag contributed, for explanations.
+raised_weights := {f: weights[f] | some f in raised}
+
 raised contains "large_amount" if large_amount
 
 raised contains "irreversible" if input.tool.irreversible == true

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from enforcer.errors import MalformedDecision
 from enforcer.policy.decision import parse_decision
 
-GOOD = {"outcome": "approve", "reason": "ok", "risk_score": 0.3, "gate": "risk", "risk_flags": [],
-        "approval_ttl_seconds": 0}
+GOOD = {"outcome": "approve", "reason": "ok", "risk_score": 0.3, "gate": "risk", "rule": "risk.within_threshold",
+        "risk_flags": ["bulk_operation"], "risk_weights": {"bulk_operation": 0.3}, "approval_ttl_seconds": 0}
 
 
 def parse(doc):
@@ -20,6 +20,11 @@ def parse(doc):
 def test_well_formed_document_parses():
     d = parse(GOOD)
     assert d.outcome == "approve" and d.risk_score == 0.3 and d.policy_revision == "sha256:x"
+    assert d.rule == "risk.within_threshold" and d.risk_weights == {"bulk_operation": 0.3}
+
+
+def test_whole_number_weight_is_a_weight():
+    assert parse({**GOOD, "risk_weights": {"large_amount": 1}}).risk_weights == {"large_amount": 1.0}
 
 
 @pytest.mark.parametrize(
@@ -37,6 +42,10 @@ def test_well_formed_document_parses():
         {k: v for k, v in GOOD.items() if k != "reason"},
         {**GOOD, "outcome": "escalate", "approval_ttl_seconds": 0},
         {**GOOD, "risk_flags": "irreversible"},
+        {**GOOD, "rule": ""},
+        {k: v for k, v in GOOD.items() if k != "rule"},
+        {**GOOD, "risk_weights": {"bulk_operation": 2}},
+        {**GOOD, "risk_weights": ["bulk_operation"]},
     ],
 )
 def test_malformed_documents_are_refused(doc):

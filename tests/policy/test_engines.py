@@ -22,8 +22,9 @@ REGISTRY = load_registry(EXAMPLES / "tools.yaml")
 # The example agent plus one whose risky actions are governed by the score alone.
 AGENTS = {
     **load_agents(EXAMPLES / "agents"),
-    "ops_agent": AgentManifest(agent_id="ops_agent", allowed_actions=["transfer_funds", "modify_iam_policy",
-                                                                        "bulk_export", "read_invoice"]),
+    "ops_agent": AgentManifest(agent_id="ops_agent", auto_approve_threshold=0.3,
+                               allowed_actions=["transfer_funds", "modify_iam_policy", "bulk_export",
+                                                "read_invoice", "delete_record"]),
 }
 POLICY = PolicyConfig(rego_dir=REPO / "rego")
 
@@ -72,19 +73,17 @@ TABLE = [
     ("call_51_blocked", policy_input("read_invoice", calls=50), "block", "limits", "50"),
     ("call_50_allowed", policy_input("read_invoice", calls=49), "approve", "risk", ""),
     ("task_expired", policy_input("read_invoice", now=5000.0), "block", "limits", "expired"),
-    ("risk_escalates_alone", policy_input("transfer_funds", {"amount": 100000}, agent="ops_agent",
-                                          goal="transfer funds"),
-     "escalate", "risk", "(flags: affects_production, irreversible, large_amount)"),
-    ("risk_under_threshold", policy_input("modify_iam_policy", agent="ops_agent", goal="modify iam policy"),
-     "approve", "risk", "within threshold 0.6"),
-    ("bulk_untrusted_read", policy_input("bulk_export", agent="ops_agent", untrusted=True),
-     "approve", "risk", ""),
-    ("score_equal_to_threshold_approves", policy_input("modify_iam_policy", agent="ops_agent",
-                                                       goal="modify iam policy", untrusted=True),
-     "approve", "risk", "risk score 0.6 within threshold 0.6"),
-    ("irreversible_prod_untrusted_escalates", policy_input("transfer_funds", {"amount": 5}, agent="ops_agent",
-                                                           goal="transfer funds", untrusted=True),
-     "escalate", "risk", "(flags: affects_production, irreversible, untrusted_input)"),
+    ("risk_escalates_alone", policy_input("bulk_export", agent="ops_agent", untrusted=True),
+     "escalate", "risk", "(flags: bulk_operation, untrusted_input)"),
+    ("score_equal_to_threshold_approves", policy_input("bulk_export", agent="ops_agent"),
+     "approve", "risk", "risk score 0.3 within threshold 0.3"),
+    ("hitl_route", policy_input("modify_iam_policy", agent="ops_agent", goal="modify iam policy"),
+     "escalate", "hitl", "action 'modify_iam_policy' always requires approval"),
+    ("hitl_irreversible_uncompensated", policy_input("delete_record", agent="ops_agent", goal="delete record"),
+     "escalate", "hitl", "irreversible and has no compensating action"),
+    ("hitl_route_and_floor", policy_input("transfer_funds", {"amount": 100000}, agent="ops_agent",
+                                          goal="transfer funds", untrusted=True),
+     "escalate", "hitl", "always requires approval; risk score 1 is above the approval floor 0.7"),
     ("amount_not_a_number", policy_input("transfer_funds", {"amount": "lots"}),
      "escalate", "context_rules", ""),
 ]

@@ -66,3 +66,20 @@ def test_malformed_policy_blocks_in_the_service(tmp_path):
         assert [rec["outcome"] for rec in records(svc) if rec["kind"] == "decision"] == ["block", "block"]
     finally:
         svc.stop()
+
+
+def test_sandbox_that_cannot_start_is_a_logged_failure(tmp_path):
+    bwrap = tmp_path / "bwrap"
+    shutil.copy2(shutil.which("bwrap"), bwrap)
+    svc = Service(write_config(tmp_path, sandbox={"bwrap": str(bwrap)}))
+    try:
+        bwrap.unlink()  # bubblewrap disappears after startup
+        task = start(svc)
+        r = execute(svc, task, "read_invoice", {"invoice_id": "INV-1001"})
+        assert r.decision.outcome == pb.OUTCOME_APPROVE
+        assert r.status == pb.EXECUTION_STATUS_FAILED
+        assert "sandbox could not start" in r.error
+        kinds = [(rec["kind"], rec["outcome"]) for rec in records(svc)]
+        assert kinds[-2:] == [("decision", "approve"), ("execution", "failed")]
+    finally:
+        svc.stop()

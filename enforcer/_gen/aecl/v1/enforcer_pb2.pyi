@@ -74,7 +74,14 @@ class CallContext(_message.Message):
     def __init__(self, untrusted_input_source: _Optional[bool] = ..., triggering_input: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("outcome", "reason", "risk_score", "policy_revision", "decision_id", "gate", "risk_flags", "approval_ttl_seconds")
+    __slots__ = ("outcome", "reason", "risk_score", "policy_revision", "decision_id", "gate", "risk_flags", "approval_ttl_seconds", "rule", "risk_weights", "shadow")
+    class RiskWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RISK_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +90,9 @@ class Decision(_message.Message):
     GATE_FIELD_NUMBER: _ClassVar[int]
     RISK_FLAGS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    RISK_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     reason: str
     risk_score: float
@@ -91,7 +101,10 @@ class Decision(_message.Message):
     gate: str
     risk_flags: _containers.RepeatedScalarFieldContainer[str]
     approval_ttl_seconds: int
-    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ..., risk_score: _Optional[float] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., gate: _Optional[str] = ..., risk_flags: _Optional[_Iterable[str]] = ..., approval_ttl_seconds: _Optional[int] = ...) -> None: ...
+    rule: str
+    risk_weights: _containers.ScalarMap[str, float]
+    shadow: bool
+    def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[str] = ..., risk_score: _Optional[float] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., gate: _Optional[str] = ..., risk_flags: _Optional[_Iterable[str]] = ..., approval_ttl_seconds: _Optional[int] = ..., rule: _Optional[str] = ..., risk_weights: _Optional[_Mapping[str, float]] = ..., shadow: _Optional[bool] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
     __slots__ = ("task_id", "agent_id", "call", "context")
@@ -146,3 +159,39 @@ class ExecuteResponse(_message.Message):
     sandbox_id: str
     output_truncated: bool
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...
+
+class ReloadPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadPolicyResponse(_message.Message):
+    __slots__ = ("applied", "old_revision", "new_revision", "message")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    OLD_REVISION_FIELD_NUMBER: _ClassVar[int]
+    NEW_REVISION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    old_revision: str
+    new_revision: str
+    message: str
+    def __init__(self, applied: _Optional[bool] = ..., old_revision: _Optional[str] = ..., new_revision: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class GetPolicyStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetPolicyStatusResponse(_message.Message):
+    __slots__ = ("policy_revision", "engine", "shadow_all", "shadow_agents", "last_reload", "last_reload_at")
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_ALL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RELOAD_FIELD_NUMBER: _ClassVar[int]
+    LAST_RELOAD_AT_FIELD_NUMBER: _ClassVar[int]
+    policy_revision: str
+    engine: str
+    shadow_all: bool
+    shadow_agents: _containers.RepeatedScalarFieldContainer[str]
+    last_reload: ReloadPolicyResponse
+    last_reload_at: _timestamp_pb2.Timestamp
+    def __init__(self, policy_revision: _Optional[str] = ..., engine: _Optional[str] = ..., shadow_all: _Optional[bool] = ..., shadow_agents: _Optional[_Iterable[str]] = ..., last_reload: _Optional[_Union[ReloadPolicyResponse, _Mapping]] = ..., last_reload_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -200,3 +200,131 @@ class EnforcerService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminServiceStub:
+    """AdminService is for operators, not agents: policy rollout and status.
+    Put it behind the same authentication as the rest of the listener (the
+    interceptor seam) before exposing the port beyond loopback.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReloadPolicy = channel.unary_unary(
+                '/aecl.v1.AdminService/ReloadPolicy',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyResponse.FromString,
+                _registered_method=True)
+        self.GetPolicyStatus = channel.unary_unary(
+                '/aecl.v1.AdminService/GetPolicyStatus',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """AdminService is for operators, not agents: policy rollout and status.
+    Put it behind the same authentication as the rest of the listener (the
+    interceptor seam) before exposing the port beyond loopback.
+    """
+
+    def ReloadPolicy(self, request, context):
+        """ReloadPolicy compiles and tests the policy, manifests and registry on
+        disk and swaps them in atomically; a failing candidate never replaces
+        the running policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicyStatus(self, request, context):
+        """GetPolicyStatus reports the policy in force and the last reload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReloadPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadPolicy,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyResponse.SerializeToString,
+            ),
+            'GetPolicyStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicyStatus,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'aecl.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('aecl.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """AdminService is for operators, not agents: policy rollout and status.
+    Put it behind the same authentication as the rest of the listener (the
+    interceptor seam) before exposing the port beyond loopback.
+    """
+
+    @staticmethod
+    def ReloadPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.AdminService/ReloadPolicy',
+            aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.ReloadPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicyStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.AdminService/GetPolicyStatus',
+            aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,143 @@
+"""`aecl decide`: one decision, offline, for policy authors.
+
+The call comes from a JSON file and is checked like a request at the wire
+(strict fields, errors naming the field); the policy input is built by the
+same code the service uses, so what an author sees is what the service does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from enforcer._yaml import describe_validation_error
+from enforcer.errors import ConfigError, PolicyError
+
+DESCRIPTION = (
+    "Evaluate one tool call offline against the configured policy, manifests and tool registry, "
+    "and print the decision as JSON (or, with --explain, which gate and rule decided and why). "
+    'Input file: {"agent_id", "tool", "args", "context": {"untrusted_input_source", '
+    '"triggering_input"}, "task": {"declared_goal", "declared_actions", "calls_so_far"}}'
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Context(_Strict):
+    untrusted_input_source: bool = False
+    triggering_input: str = ""
+
+
+class _Task(_Strict):
+    declared_goal: str = ""
+    declared_actions: list[str] = []
+    calls_so_far: int = Field(default=0, ge=0)
+
+
+class DecideInput(_Strict):
+    agent_id: str = Field(min_length=1)
+    tool: str = Field(min_length=1)
+    args: dict[str, Any] = {}
+    context: _Context = _Context()
+    task: _Task = _Task()
+
+
+def add_parser(sub: argparse._SubParsersAction, default_config: str) -> None:
+    d = sub.add_parser("decide", help="evaluate one call from a JSON file (no service, no log)",
+                       description=DESCRIPTION)
+    d.add_argument("--config", default=default_config, help=f"service config file (default {default_config})")
+    d.add_argument("--input", required=True, help="the call as JSON")
+    d.add_argument("--engine", choices=["embedded", "opa"], help="override the policy engine")
+    d.add_argument("--explain", action="store_true",
+                   help="print the deciding gate and rule, the reason and each risk flag's weight")
+    d.add_argument("--show-input", action="store_true", help="also print the policy input document")
+    d.set_defaults(func=run)
+
+
+def read_input(path: Path) -> DecideInput:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the input file: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    try:
+        return DecideInput.model_validate(raw)
+    except ValidationError as e:
+        raise describe_validation_error(path, e) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from enforcer.config import load_config
+    from enforcer.manifests import load_agents, load_registry
+    from enforcer.pipeline.policy_input import build_policy_input
+    from enforcer.pipeline.request import CallRequest
+    from enforcer.policy.decision import blocked_by_error, parse_decision
+    from enforcer.policy.engine import create_engine
+    from enforcer.policy.policyset import build_policy_set
+    from enforcer.state.store import Task
+
+    config = load_config(Path(args.config))
+    if args.engine:
+        config = config.model_copy(update={"policy": config.policy.model_copy(update={"engine": args.engine})})
+    doc = read_input(Path(args.input))
+    tool = load_registry(config.tool_registry).get(doc.tool)
+    if tool is None:
+        raise ConfigError(f"{args.input}: field 'tool': unknown tool '{doc.tool}'")
+    policy_set = build_policy_set(config.policy.rego_dir, load_agents(config.agents_dir), config.policy)
+    engine = create_engine(policy_set, config.policy)
+    now = time.time()
+    task = Task(
+        task_id="tsk_offline", agent_id=doc.agent_id, declared_goal=doc.task.declared_goal,
+        declared_actions=tuple(doc.task.declared_actions), started_at=now,
+        expires_at=now + config.sandbox.task_timeout_s, calls_so_far=doc.task.calls_so_far,
+    )
+    req = CallRequest(
+        rpc="Decide", task_id=task.task_id, agent_id=doc.agent_id, tool=doc.tool, args=doc.args,
+        untrusted_input_source=doc.context.untrusted_input_source, triggering_input=doc.context.triggering_input,
+    )
+    policy_input = build_policy_input(req, tool, task, now)
+    try:
+        decision = parse_decision(engine.evaluate(policy_input), revision=engine.revision, decision_id="offline")
+    except PolicyError as e:
+        decision = blocked_by_error(e, revision=engine.revision, decision_id="offline")
+    finally:
+        engine.close()
+    if args.explain:
+        print(explain(decision))
+        if args.show_input:
+            print(json.dumps(policy_input, indent=2))
+        return 0
+    out = {k: v for k, v in decision.__dict__.items() if k != "extra"}
+    out["risk_flags"] = list(decision.risk_flags)
+    if args.show_input:
+        out["input"] = policy_input
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def explain(decision) -> str:
+    lines = [
+        f"outcome   {decision.outcome.upper()}",
+        f"gate      {decision.gate}",
+        f"rule      {decision.rule or '-'}",
+        f"reason    {decision.reason}",
+        f"risk      {decision.risk_score:g}",
+    ]
+    if decision.risk_weights:
+        for flag, weight in sorted(decision.risk_weights.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  +{weight:<5g} {flag}")
+        lines.append("  (the sum, capped at 1, is the risk score)")
+    else:
+        lines.append("  no risk flags raised")
+    if decision.outcome == "escalate":
+        lines.append(f"approval  expires {decision.approval_ttl_seconds}s after the request")
+    lines.append(f"revision  {decision.policy_revision}")
+    return "\n".join(lines)

@@ -1,0 +1,262 @@
+"""The active policy and its hot reload.
+
+Everything a decision depends on that an operator may change without a
+restart (Rego modules, agent manifests, the tool registry, risk and HITL data,
+shadow mode) lives in one frozen ActivePolicy. The pipeline reads it once per
+call, so a call is decided entirely by one revision, and a reload is a single
+reference swap: no call is lost or sees half a policy.
+
+A candidate is built and tested off the event loop: it must load (manifests,
+registry, config), pass its own Rego tests (`opa test`), and compile in a
+throwaway process before the service compiles it. Anything less leaves the running policy in force; the failure is
+logged, written to the audit log, and reported to whoever asked for the
+reload (admin RPC, SIGHUP or the directory watcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enforcer.config import ServiceConfig
+from enforcer.errors import AeclError, ConfigError
+from enforcer.manifests import ToolRegistry, load_agents, load_registry
+from enforcer.policy.engine import PolicyEngine, create_engine
+from enforcer.policy.opa import find_opa_binary
+from enforcer.policy.policyset import PolicySet, build_policy_set
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    engine: PolicyEngine
+    registry: ToolRegistry
+    policy_set: PolicySet
+    shadow_all: bool = False
+    shadow_agents: frozenset[str] = frozenset()
+
+    @property
+    def revision(self) -> str:
+        return self.engine.revision
+
+    def is_shadow(self, agent_id: str) -> bool:
+        return self.shadow_all or agent_id in self.shadow_agents
+
+
+def load_policy_set(config: ServiceConfig) -> tuple[ToolRegistry, PolicySet]:
+    """Read manifests, registry and Rego; raise ConfigError naming the file."""
+    agents = load_agents(config.agents_dir)
+    registry = load_registry(config.tool_registry)
+    return registry, build_policy_set(config.policy.rego_dir, agents, config.policy)
+
+
+def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
+                   loaded: tuple[ToolRegistry, PolicySet] | None = None) -> ActivePolicy:
+    """Compile an engine for the policy set; `previous` hands over its sidecar."""
+    registry, policy_set = loaded or load_policy_set(config)
+    engine = previous.derive(policy_set) if previous is not None else create_engine(policy_set, config.policy)
+    return ActivePolicy(
+        engine=engine,
+        registry=registry,
+        policy_set=policy_set,
+        shadow_all=config.policy.mode == "shadow",
+        shadow_agents=frozenset(config.policy.shadow_agents),
+    )
+
+
+def watched_paths(config: ServiceConfig) -> list[Path]:
+    return [config.policy.rego_dir, config.agents_dir, config.tool_registry]
+
+
+def fingerprint(paths: Iterable[Path], extra: Iterable[Path] = ()) -> str:
+    """A cheap digest of names, sizes and mtimes of every file under paths."""
+    h = hashlib.sha256()
+    for root in [*paths, *extra]:
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for p in files:
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def run_opa_tests(rego_dir: Path, binary: str | None = None, timeout_s: float = 120.0) -> None:
+    """The candidate's own Rego tests, with `opa test` (rego-cpp cannot run
+    them yet: see rego_tests.py). Raise ConfigError naming what failed."""
+    try:
+        opa = find_opa_binary(binary)
+    except ConfigError:
+        raise ConfigError("no opa binary to run the candidate's Rego tests: build it with "
+                          "scripts/build-opa.sh, or set policy.reload.run_tests: false") from None
+    try:
+        out = subprocess.run([opa, "test", "--ignore", "capabilities.json", "--format", "json", str(rego_dir)],
+                             capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{rego_dir}: `opa test` did not finish within {timeout_s:g}s") from None
+    try:
+        results = json.loads(out.stdout) if out.stdout.strip() else None
+    except ValueError:
+        results = None
+    if not isinstance(results, list):
+        # Parse and compile errors come as text naming file and line.
+        detail = " ".join((out.stderr or out.stdout).split())[:600]
+        raise ConfigError(f"the candidate policy does not load: {detail}")
+    if not results:
+        raise ConfigError(f"{rego_dir}: the candidate policy has no tests")
+    failed = [f"{r['location']['file']}:{r['location']['row']} {r['name']}"
+              + (": error " + str(r['error'].get('message', ''))[:200] if r.get("error") else "")
+              for r in results if r.get("fail") or r.get("error")]
+    if failed or out.returncode != 0:
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        raise ConfigError("the candidate policy fails its own tests: " + "; ".join(failed[:5]) + more)
+
+
+_PROBE = """
+import json, sys
+from enforcer.policy.embedded import EmbeddedEngine
+from enforcer.policy.policyset import PolicySet
+doc = json.load(sys.stdin)
+engine = EmbeddedEngine(PolicySet(modules=doc["modules"], data=doc["data"], revision=doc["revision"]))
+try:
+    engine.evaluate({})
+except Exception:
+    pass  # an error answer is fine here; only a crash is not
+"""
+
+
+def probe_embedded(policy_set: PolicySet, timeout_s: float = 60.0) -> None:
+    """Compile and query the candidate in a throwaway process first: rego-cpp
+    can abort the whole process on constructs it does not support, and that
+    must cost the reload, never the running service."""
+    doc = json.dumps({"modules": policy_set.modules, "data": policy_set.data, "revision": policy_set.revision})
+    try:
+        out = subprocess.run([sys.executable, "-c", _PROBE], input=doc, capture_output=True, text=True,
+                             timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"the candidate policy did not compile within {timeout_s:g}s") from None
+    if out.returncode != 0:
+        tail = " ".join(out.stderr.split())[-600:]
+        how = f"signal {-out.returncode}" if out.returncode < 0 else f"status {out.returncode}"
+        raise ConfigError(f"the candidate policy fails in the embedded engine ({how}): {tail}")
+
+
+@dataclass
+class ReloadResult:
+    trigger: str
+    applied: bool
+    old_revision: str
+    new_revision: str
+    message: str
+    at: float = field(default_factory=time.time)
+
+
+class PolicyReloader:
+    """Owns reloads of one pipeline's ActivePolicy (one at a time)."""
+
+    def __init__(
+        self,
+        pipeline: Any,
+        config: ServiceConfig,
+        load_config: Callable[[], ServiceConfig],
+        record: Callable[[ReloadResult], Awaitable[None]],
+        *,
+        run_tests: bool = True,
+        config_path: Path | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self._config = config
+        self._load_config = load_config
+        self._record = record
+        self._run_tests = run_tests
+        self._config_path = config_path
+        self._lock = asyncio.Lock()
+        self.last: ReloadResult | None = None
+        self._retired: list[PolicyEngine] = []
+
+    async def reload(self, trigger: str) -> ReloadResult:
+        async with self._lock:
+            current: ActivePolicy = self.pipeline.active
+            try:
+                config, candidate = await asyncio.get_running_loop().run_in_executor(None, self._candidate, current)
+            except AeclError as e:
+                result = ReloadResult(trigger, False, current.revision, current.revision,
+                                      f"policy reload rejected, revision {current.revision} stays in force: {e}")
+                log.error("%s", result.message)
+            else:
+                changed = (candidate.revision, candidate.shadow_all, candidate.shadow_agents) != (
+                    current.revision, current.shadow_all, current.shadow_agents)
+                # Swap even when unchanged: a derived OPA engine now owns the sidecar.
+                self.pipeline.active = candidate  # the swap: one reference, atomic
+                self._config = config
+                self._retire(current.engine)
+                if not changed:
+                    result = ReloadResult(trigger, False, current.revision, current.revision, "policy unchanged")
+                else:
+                    result = ReloadResult(trigger, True, current.revision, candidate.revision,
+                                          f"policy revision {candidate.revision} in force "
+                                          f"(was {current.revision})")
+                    log.warning("%s (trigger: %s)", result.message, trigger)
+                    if candidate.shadow_all or candidate.shadow_agents:
+                        log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
+                                    "every agent" if candidate.shadow_all else sorted(candidate.shadow_agents))
+            self.last = result
+            if result.message != "policy unchanged":
+                await self._record(result)
+            return result
+
+    def current_config(self) -> ServiceConfig:
+        return self._config
+
+    def _candidate(self, current: ActivePolicy) -> tuple[ServiceConfig, ActivePolicy]:
+        config = self._load_config()
+        loaded = load_policy_set(config)  # manifest and registry errors first: they name the field
+        if self._run_tests:
+            run_opa_tests(config.policy.rego_dir, config.policy.opa.binary)
+        if config.policy.engine == "embedded":
+            probe_embedded(loaded[1])
+        return config, compile_active(config, previous=current.engine, loaded=loaded)
+
+    def _retire(self, engine: PolicyEngine) -> None:
+        # Calls already evaluating on the old engine finish on it; it is
+        # closed on the next reload or at shutdown, never under a caller.
+        for old in self._retired:
+            old.close()
+        self._retired = [engine]
+
+    def close(self) -> None:
+        for old in self._retired:
+            old.close()
+        self._retired = []
+
+    async def watch(self, paths: Callable[[], list[Path]], interval_s: float) -> None:
+        """Poll the policy, manifest and registry files (and the config file);
+        reload when anything changed. Polling, not inotify: it works on every
+        filesystem and costs a few stat calls per second."""
+        extra = [self._config_path] if self._config_path else []
+        seen = fingerprint(paths(), extra)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                now = fingerprint(paths(), extra)
+            except OSError as e:
+                log.error("policy watcher: %s", e)
+                continue
+            if now != seen:
+                seen = now
+                # Let an editor finish writing the set before compiling it.
+                await asyncio.sleep(min(interval_s, 0.2))
+                seen = fingerprint(paths(), extra)
+                await self.reload("watch")
+
