@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 from enforcer import __version__, decide_cli
+from enforcer.config import DEFAULT_CONFIG
 from enforcer.errors import AeclError, VerificationError
-
-DEFAULT_CONFIG = "examples/aecl.yaml"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Where the CLI looks when --config is not given: the demo configuration.
+DEFAULT_CONFIG = "examples/aecl.yaml"
 
 
 class _Strict(BaseModel):

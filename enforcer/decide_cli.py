@@ -76,22 +76,21 @@ def read_input(path: Path) -> DecideInput:
 
 def run(args: argparse.Namespace) -> int:
     from enforcer.config import load_config
-    from enforcer.manifests import load_agents, load_registry
     from enforcer.pipeline.policy_input import build_policy_input
     from enforcer.pipeline.request import CallRequest
     from enforcer.policy.decision import blocked_by_error, parse_decision
     from enforcer.policy.engine import create_engine
-    from enforcer.policy.policyset import build_policy_set
+    from enforcer.policy.reload import load_policy_set
     from enforcer.state.store import Task
 
     config = load_config(Path(args.config))
     if args.engine:
         config = config.model_copy(update={"policy": config.policy.model_copy(update={"engine": args.engine})})
     doc = read_input(Path(args.input))
-    tool = load_registry(config.tool_registry).get(doc.tool)
+    registry, policy_set = load_policy_set(config)
+    tool = registry.get(doc.tool)
     if tool is None:
         raise ConfigError(f"{args.input}: field 'tool': unknown tool '{doc.tool}'")
-    policy_set = build_policy_set(config.policy.rego_dir, load_agents(config.agents_dir), config.policy)
     engine = create_engine(policy_set, config.policy)
     now = time.time()
     task = Task(

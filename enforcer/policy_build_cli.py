@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DEFAULT_CONFIG = "examples/aecl.yaml"
+from enforcer.config import DEFAULT_CONFIG
 
 
 def _cmd_policy_build(args: argparse.Namespace) -> int:
     from enforcer.config import load_config
-    from enforcer.manifests import load_agents, load_registry
     from enforcer.policy.bundle import build_bundle
-    from enforcer.policy.policyset import build_policy_set
+    from enforcer.policy.reload import load_policy_set
 
-    # The same steps, in the same order, as the service at startup
-    # (enforcer.server.app.build_components), so the revision is the one it reports.
-    config = load_config(Path(args.config))
-    agents = load_agents(config.agents_dir)
-    load_registry(config.tool_registry)  # a bad registry stops the build as it stops the service
-    policy_set = build_policy_set(config.policy.rego_dir, agents, config.policy)
+    # The service's own loader, so the revision is the one it reports (and a
+    # bad manifest or registry stops the build as it stops the service).
+    _, policy_set = load_policy_set(load_config(Path(args.config)))
     out = build_bundle(policy_set, Path(args.out))
     print(f"bundle:   {out}")
     print(f"revision: {policy_set.revision}")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-DEFAULT_CONFIG = "examples/aecl.yaml"
+from enforcer.config import DEFAULT_CONFIG
 ENGINES = ("opa", "embedded", "both")
 
 # -- aecl policy replay -----------------------------------------------------------
@@ -19,10 +19,10 @@ def _candidate_engine(config, rego_dir: Path, engine_name: str):
     config's manifests and risk/HITL settings, exactly as the service builds it.
     With OPA, a private `opa run --server` on a free local port evaluates it: a
     candidate is never pushed into the configured (possibly live) sidecar."""
-    from enforcer.manifests import load_agents
-    from enforcer.policy.policyset import build_policy_set
+    from enforcer.policy.reload import load_policy_set
 
-    policy_set = build_policy_set(rego_dir, load_agents(config.agents_dir), config.policy)
+    candidate = config.model_copy(update={"policy": config.policy.model_copy(update={"rego_dir": rego_dir})})
+    _, policy_set = load_policy_set(candidate)
     if engine_name == "embedded":
         from enforcer.policy.embedded import EmbeddedEngine
 
