@@ -45,6 +45,13 @@ revisions := {{b.manifest.revision |
     some root in b.manifest.roots
     root in {{"", "{DATA_ROOT[0]}"}}
 }}"""
+# Push mode: the revision marker the service writes after the modules and the
+# data, read in the same snapshot as the decision. A push in progress (marker
+# "updating") or another service's policy on a shared sidecar never passes as
+# this engine's revision.
+_MARKER = "aecl_meta"
+_PUSH_QUERY = f"""decision := [d | d := data.{_PACKAGE.replace("/", ".")}.{_RULE}]
+revision := object.get(data, ["{_MARKER}", "revision"], "")"""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,6 +73,9 @@ class OpaEngine:
         # retries=0: a dead sidecar must fail fast, not multiply the timeout.
         self._client = OpaClient(host=config.host, port=config.port, retries=0, timeout=config.timeout_s)
         self._pushed = False
+        # Set by derive(): a newer engine owns the sidecar's policy now, and
+        # this one must never push its older set back.
+        self._superseded = False
         self._push_lock = threading.Lock()
         try:
             if config.bundle is None:
@@ -98,6 +108,17 @@ class OpaEngine:
             raise MalformedDecision("OPA answered the bundle query out of shape")
         return ({"result": decisions[0]} if decisions else {}), revisions
 
+    def _query_pushed(self, policy_input: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The decision and the revision marker, from one OPA snapshot."""
+        answer = self._client.ad_hoc_query(_PUSH_QUERY, policy_input)
+        rows = answer.get("result") if isinstance(answer, dict) else None
+        if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)):
+            raise MalformedDecision("OPA answered the decision query out of shape")
+        decisions, revision = rows[0].get("decision"), rows[0].get("revision")
+        if not isinstance(decisions, list) or not isinstance(revision, str):
+            raise MalformedDecision("OPA answered the decision query out of shape")
+        return ({"result": decisions[0]} if decisions else {}), revision
+
     def _check_revisions(self, revisions: list[Any]) -> None:
         where = f"OPA at {self._config.host}:{self._config.port}"
         if not revisions:
@@ -114,10 +135,14 @@ class OpaEngine:
         with self._push_lock:
             if self._pushed:
                 return
+            if self._superseded:
+                raise PolicyError("the policy changed while this call was decided (a reload swapped it in); retry")
             try:
+                self._client.update_or_create_data({"revision": "updating"}, _MARKER)
                 for path, source in self._policy_set.modules.items():
                     self._client.update_policy_from_string(source, f"aecl/{path}", rego_compat=False)
                 self._client.update_or_create_data(self._policy_set.config_data, "/".join(DATA_ROOT))
+                self._client.update_or_create_data({"revision": self.revision}, _MARKER)
             except (requests.RequestException, ConnectionsError, OSError) as e:
                 raise EngineUnavailable(f"OPA at {self._config.host}:{self._config.port} is unavailable: {e}") from e
             except Exception as e:  # the client raises its own types for rejected policies
@@ -128,7 +153,16 @@ class OpaEngine:
         self._push()
         try:
             if self._config.bundle is None:
-                answer = self._client.query_rule(policy_input, _PACKAGE.replace("/", "."), _RULE)
+                answer, revision = self._query_pushed(policy_input)
+                if not revision:
+                    self._pushed = False  # a fresh sidecar: push again before the next call
+                    raise EngineUnavailable(f"OPA at {self._config.host}:{self._config.port} has no AECL "
+                                            "policy loaded (restarted?); it is pushed again for the next call")
+                if revision != self.revision:
+                    raise PolicyError(
+                        f"OPA at {self._config.host}:{self._config.port} runs policy revision "
+                        f"{revision or 'none'}, not this service's {self.revision} (a push in progress, "
+                        "a reload, or another service on the same sidecar)")
             else:
                 answer, revisions = self._query_bundle(policy_input)
                 self._check_revisions(revisions)
@@ -152,10 +186,12 @@ class OpaEngine:
         later leaves it running; if the new set is refused, it moves back."""
         process, self._process = self._process, None
         try:
-            return OpaEngine(policy_set, self._config, process=process)
+            new = OpaEngine(policy_set, self._config, process=process)
         except BaseException:
             self._process = process
             raise
+        self._superseded = True
+        return new
 
     def close(self) -> None:
         self._client.close_connection()

@@ -218,3 +218,38 @@ def test_repo_rego_passes_opa_check_strict():
          str(REPO / "rego/aecl")], capture_output=True, text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _variant(threshold):
+    """The example policy set with another auto-approve threshold (another revision)."""
+    agents = {**AGENTS, "ops_agent": AGENTS["ops_agent"].model_copy(update={"auto_approve_threshold": threshold})}
+    return build_policy_set(POLICY.rego_dir, agents, POLICY)
+
+
+def test_a_decision_never_passes_under_another_services_revision(policy_set, opa_sidecar):
+    mine = OpaEngine(policy_set, OpaConfig(port=opa_sidecar.port, timeout_s=5))
+    doc = policy_input("bulk_export", agent="ops_agent", untrusted=True)
+    assert mine.evaluate(doc)["outcome"] == "escalate"
+    other = OpaEngine(_variant(0.9), OpaConfig(port=opa_sidecar.port, timeout_s=5))  # same sidecar
+    assert other.evaluate(doc)["outcome"] == "approve"
+    with pytest.raises(PolicyError, match="runs policy revision"):
+        mine.evaluate(doc)  # never an answer from a policy it did not push
+    other.close()
+    mine.close()
+
+
+def test_derived_engine_takes_over_the_sidecar_and_the_old_one_never_pushes_back(policy_set):
+    port = free_port()
+    first = OpaEngine(policy_set, OpaConfig(port=port, timeout_s=5, supervise=True))
+    try:
+        second = first.derive(_variant(0.9))
+        doc = policy_input("bulk_export", agent="ops_agent", untrusted=True)
+        assert second.evaluate(doc)["outcome"] == "approve"
+        first._pushed = False  # as after a dropped connection
+        with pytest.raises(PolicyError, match="retry"):
+            first.evaluate(doc)
+        first.close()  # the supervised sidecar moved to `second` and keeps running
+        assert second.evaluate(doc)["outcome"] == "approve"
+    finally:
+        second.close()
+        first.close()
