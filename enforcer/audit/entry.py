@@ -1,22 +1,32 @@
 """The log entry format, shared by the writer and the verifier.
 
-A line is one JSON object:
+A line is one JSON object whose bytes are, exactly,
+
+    BODY without its closing brace
+    + ,"leaf_hash":"<64 hex>","kid":"<16 hex>","sig":"<88 base64>"}
+
+where BODY = canonical({"prev", "record", "seq"}) (RFC 8785, so the keys of
+BODY come out sorted) and
+
     seq        0-based position in the log
-    prev       hex hash of the previous entry (64 zeros for the first)
+    prev       hex leaf hash of the previous entry (64 zeros for the first)
     record     the ActionLog record
-    leaf_hash  hex SHA-256(0x00 || canonical({seq, prev, record}))  (RFC 6962 leaf)
-    kid        key id of the signer
+    leaf_hash  hex SHA-256(0x00 || BODY): the RFC 6962 leaf of the Merkle tree
+    kid        key id of the signer (enforcer.audit.keys.key_id)
     sig        base64 Ed25519 signature over SIGNATURE_DOMAIN || leaf_hash
 
-The chain links each entry to the previous one's leaf hash, so a deleted,
-inserted or reordered line breaks the chain at that line.
+Because the signed bytes are in the line verbatim, a verifier hashes them
+instead of re-canonicalising every record, and anyone can still re-derive
+BODY from the parsed record with any RFC 8785 implementation. The chain links
+each entry to the previous one's leaf hash, so a deleted, inserted or
+reordered line breaks the chain at that line.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +35,8 @@ from enforcer.audit.canonical import canonical_json
 LEAF_PREFIX = b"\x00"
 SIGNATURE_DOMAIN = b"aecl-audit-entry-v1\n"
 GENESIS_PREV = "0" * 64
+# The fixed-shape tail after the body; everything before it is BODY minus "}".
+TAIL = re.compile(rb',"leaf_hash":"([0-9a-f]{64})","kid":"([0-9a-f]{16})","sig":"([A-Za-z0-9+/]{86}==)"\}\Z')
 
 
 def signed_body(seq: int, prev: str, record: dict[str, Any]) -> bytes:
@@ -39,6 +51,15 @@ def signature_message(leaf: bytes) -> bytes:
     return SIGNATURE_DOMAIN + leaf
 
 
+def split_line(line: bytes) -> tuple[bytes, str, str, str] | None:
+    """(BODY, leaf_hash, kid, sig) of a line without its newline, or None
+    when the line does not have the entry shape."""
+    m = TAIL.search(line)
+    if m is None or not line.startswith(b"{"):
+        return None
+    return line[: m.start()] + b"}", m.group(1).decode(), m.group(2).decode(), m.group(3).decode()
+
+
 @dataclass(frozen=True)
 class Entry:
     seq: int
@@ -47,27 +68,15 @@ class Entry:
     leaf_hash: str
     kid: str
     sig: str
+    body: bytes
 
     def to_line(self) -> bytes:
-        return (
-            json.dumps(
-                {
-                    "seq": self.seq,
-                    "prev": self.prev,
-                    "record": self.record,
-                    "leaf_hash": self.leaf_hash,
-                    "kid": self.kid,
-                    "sig": self.sig,
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,
-            ).encode("utf-8")
-            + b"\n"
-        )
+        return (self.body[:-1] + b',"leaf_hash":"' + self.leaf_hash.encode() + b'","kid":"' + self.kid.encode()
+                + b'","sig":"' + self.sig.encode() + b'"}\n')
 
 
 def make_entry(seq: int, prev: str, record: dict[str, Any], sign, kid: str) -> Entry:
-    leaf = leaf_hash(signed_body(seq, prev, record))
+    body = signed_body(seq, prev, record)
+    leaf = leaf_hash(body)
     sig = base64.b64encode(sign(signature_message(leaf))).decode("ascii")
-    return Entry(seq=seq, prev=prev, record=record, leaf_hash=leaf.hex(), kid=kid, sig=sig)
+    return Entry(seq=seq, prev=prev, record=record, leaf_hash=leaf.hex(), kid=kid, sig=sig, body=body)

@@ -301,11 +301,13 @@ def test_cli_verifies_first_when_given_a_key(recorded, tmp_path, capsys):
     assert rc == 0 and "0 would change" in out
 
     # A decision whose input was dropped: replay skips it, verification refuses the log.
-    entries = [json.loads(ln) for ln in log.read_text().splitlines()]
+    raw = log.read_text().splitlines()
     line, rec = decisions[10]
-    del entries[line - 1]["record"]["policy_input"]
+    entry = json.loads(raw[line - 1])
+    del entry["record"]["policy_input"]
+    raw[line - 1] = json.dumps(entry)  # every other line keeps its signed bytes
     edited = tmp_path / "edited.jsonl"
-    edited.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    edited.write_text("".join(ln + "\n" for ln in raw))
     rc, out, _ = _cli(capsys, "--log", str(edited), "--policy", str(REPO / "rego"), "--config", str(config_path),
                       "--json")
     doc = json.loads(out)
