@@ -134,6 +134,11 @@ class LimitsConfig(_Strict):
     max_message_bytes: int = Field(default=4 << 20, gt=0)
 
 
+class MetricsConfig(_Strict):
+    # host:port of the Prometheus endpoint (/metrics); off when unset.
+    listen: str | None = None
+
+
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
     agents_dir: Path
@@ -143,6 +148,7 @@ class ServiceConfig(_Strict):
     state: StateConfig
     sandbox: SandboxConfig = SandboxConfig()
     limits: LimitsConfig = LimitsConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 _PATH_FIELDS = (

@@ -24,6 +24,7 @@ from enforcer.audit.log import AuditLog
 from enforcer.config import LimitsConfig, SandboxConfig
 from enforcer.errors import AeclError, NotFound, PermissionDenied, PolicyError, SandboxError
 from enforcer.manifests import ToolSpec
+from enforcer.metrics import Metrics
 from enforcer.pipeline import records
 from enforcer.pipeline.policy_input import build_policy_input
 from enforcer.pipeline.request import (
@@ -53,6 +54,7 @@ class Pipeline:
         sandbox: BwrapRunner,
         sandbox_config: SandboxConfig,
         limits: LimitsConfig,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # Replaced whole by hot reload; each call reads it exactly once.
@@ -62,6 +64,7 @@ class Pipeline:
         self.sandbox = sandbox
         self.sandbox_config = sandbox_config
         self.limits = limits
+        self.metrics = metrics
         self.clock = clock
 
     # -- StartTask -------------------------------------------------------
@@ -237,6 +240,8 @@ class Pipeline:
 
     async def _append(self, record: dict[str, Any]) -> dict[str, Any]:
         await asyncio.wrap_future(self.audit.submit(record))
+        if self.metrics is not None:
+            self.metrics.observe(record)  # counted once durable, like the log
         return record
 
     async def log_reload(self, result: ReloadResult) -> None:

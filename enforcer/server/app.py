@@ -18,6 +18,7 @@ from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig
+from enforcer.metrics import Metrics
 from enforcer.pipeline.pipeline import Pipeline
 from enforcer.policy.engine import PolicyEngine
 from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
@@ -68,6 +69,7 @@ def build_components(
     pipeline = Pipeline(
         active=active, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits,
+        metrics=Metrics(lambda: pipeline.active.policy_set.config_data["agents"]),
     )
     reloader = PolicyReloader(
         pipeline, config, load_config or (lambda: config), pipeline.log_reload,
@@ -116,6 +118,9 @@ async def serve(
     server, port = create_server(components, config)
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
+    if config.metrics.listen and components.pipeline.metrics is not None:
+        mport = components.pipeline.metrics.serve(config.metrics.listen)
+        log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics.listen.rpartition(":")[0], mport)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]

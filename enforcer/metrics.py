@@ -1,0 +1,54 @@
+"""Prometheus metrics, so a spike in blocked or failed actions can alert.
+
+Every audit record passes through Metrics.observe, the same single place that
+writes it to the log, so the counters and the log cannot drift apart. Agent
+labels are limited to agents the manifests know: agent ids in requests are
+untrusted and would otherwise let a caller grow the label set without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, known_agents: Callable[[], Container[str]]) -> None:
+        self.registry = CollectorRegistry()
+        self._known = known_agents
+        self.actions = Counter(
+            "aecl_actions_total", "Audit records by agent, kind and outcome "
+            "(decisions: approve/block/escalate; executions: succeeded/failed; rejected input).",
+            ["agent", "kind", "outcome"], registry=self.registry)
+        self.shadow = Counter(
+            "aecl_shadow_decisions_total", "Decisions made for agents in shadow mode, by the outcome "
+            "that was NOT enforced.", ["agent", "outcome"], registry=self.registry)
+        self.latency = Histogram(
+            "aecl_decision_latency_seconds", "Time from request to logged decision, by RPC.",
+            ["rpc"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.reloads = Counter("aecl_policy_reloads_total", "Policy reload attempts by result.",
+                               ["result"], registry=self.registry)
+
+    def observe(self, record: dict[str, Any]) -> None:
+        kind = str(record.get("kind", ""))
+        if kind == "policy_reload":
+            self.reloads.labels(str(record.get("outcome"))).inc()
+            return
+        agent = record.get("agent_id") or ""
+        agent = agent if agent in self._known() else "unknown"
+        outcome = str(record.get("outcome"))
+        self.actions.labels(agent, kind, outcome).inc()
+        if kind == "decision":
+            self.latency.labels(str(record.get("rpc"))).observe(float(record.get("latency_ms") or 0) / 1000)
+            if record.get("shadow"):
+                self.shadow.labels(agent, outcome).inc()
+
+    def serve(self, listen: str) -> int:
+        """Start the /metrics HTTP endpoint; returns the bound port."""
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        return server.server_address[1]
