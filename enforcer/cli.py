@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from enforcer import __version__, decide_cli
+from enforcer import __version__, audit_cli, decide_cli
 from enforcer.config import DEFAULT_CONFIG
-from enforcer.errors import AeclError, VerificationError
+from enforcer.errors import AeclError
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -42,24 +40,6 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     private, public = generate_keypair(Path(args.out), overwrite=args.force)
     print(f"private key: {private} (mode 0600; keep it only on the service host)")
     print(f"public key:  {public} (give this to auditors)")
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from enforcer.audit.keys import load_public_key
-    from enforcer.audit.verify import EXIT_CODES, verify_file
-
-    keys = [load_public_key(Path(p)) for p in args.pubkey]
-    started = time.perf_counter()
-    try:
-        n = verify_file(Path(args.log), keys)
-    except VerificationError as e:
-        print(f"FAIL {args.log}: {e}", file=sys.stderr)
-        return EXIT_CODES[e.kind]
-    print(f"OK {args.log}: {n} entries; every signature and chain link verifies "
-          f"({time.perf_counter() - started:.2f}s)")
-    print("note: a log truncated at its end still verifies; compare the entry count with an "
-          "independently kept record to rule that out")
     return 0
 
 
@@ -100,14 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     k.set_defaults(func=_cmd_keygen)
 
-    v = sub.add_parser("verify", help="verify an audit log",
-                       description="Check every signature and chain link of an audit log. Exit 0 when all "
-                                   "hold; otherwise print the first bad line and exit with the code of its "
-                                   "failure class: 10 malformed, 11 sequence, 12 chain, 13 hash, "
-                                   "14 unknown key, 15 signature.")
-    v.add_argument("--log", required=True, help="the audit log (JSON lines)")
-    v.add_argument("--pubkey", required=True, action="append", help="trusted public key (PEM); repeatable")
-    v.set_defaults(func=_cmd_verify)
+    audit_cli.add_parsers(sub)
 
     decide_cli.add_parser(sub, DEFAULT_CONFIG)
 

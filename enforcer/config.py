@@ -110,6 +110,13 @@ class PolicyConfig(_Strict):
 class AuditConfig(_Strict):
     path: Path
     signing_key: Path
+    # The log's name in its signed checkpoints (default aecl/audit/<key id>).
+    origin: str | None = None
+    # Where the latest signed checkpoint is written for shipping elsewhere
+    # (default: the log's path + ".checkpoint").
+    checkpoint_path: Path | None = None
+    checkpoint_every: int = Field(default=1000, gt=0)
+    checkpoint_interval_s: PositiveFloat = 10.0
 
 
 class StateConfig(_Strict):
@@ -158,6 +165,7 @@ _PATH_FIELDS = (
     ("policy", "opa", "bundle"),
     ("audit", "path"),
     ("audit", "signing_key"),
+    ("audit", "checkpoint_path"),
     ("state", "sqlite_path"),
     ("sandbox", "profile"),
 )

@@ -32,6 +32,8 @@ apt_install() {
 
 # 1. bubblewrap: the sandbox. The service refuses to start without it.
 command -v bwrap >/dev/null || apt_install bubblewrap
+# libseccomp: the sandbox's seccomp filter is compiled with it (via pyseccomp).
+ldconfig -p 2>/dev/null | grep 'libseccomp\.so\.2' >/dev/null || apt_install libseccomp2
 
 # 2. Python virtual environment.
 py=${PYTHON:-python3}
@@ -60,3 +62,6 @@ fi
 
 # 4. OPA, built from Debian's source packages (cached).
 scripts/build-opa.sh >/dev/null
+
+# 5. Go's reference signed-note verifier, for the checkpoint interop tests (cached).
+scripts/build-note-verifier.sh >/dev/null

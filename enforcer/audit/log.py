@@ -8,24 +8,37 @@ are batched into the next write and share one fsync.
 If a write or fsync ever fails, the log is poisoned: that batch and every
 later append raise AuditError, so the service fails closed instead of acting
 without a record.
+
+The writer keeps the RFC 6962 Merkle tree of the entries (a compact range:
+O(log n) per append) and writes a signed checkpoint (C2SP tlog-checkpoint in
+a signed note) every `checkpoint_every` entries, every `checkpoint_interval_s`
+seconds when entries arrived, and on close: as an entry of the log, and to a
+separate file meant to be shipped elsewhere (a witness, another host), which
+is what lets an auditor detect a truncated or rolled-back log.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import logging
 import os
 import queue
 import threading
+import time
+import uuid
+from datetime import datetime, timezone
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from enforcer.audit.entry import GENESIS_PREV, Entry, make_entry
+from enforcer.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from enforcer.audit.entry import GENESIS_PREV, TAIL, Entry, make_entry
 from enforcer.audit.keys import key_id
+from enforcer.audit.merkle import CompactTree
 from enforcer.errors import AuditError
 
 log = logging.getLogger(__name__)
@@ -34,11 +47,29 @@ _MAX_BATCH = 256
 _STOP = object()
 
 
+def default_origin(kid: str) -> str:
+    return f"aecl/audit/{kid}"
+
+
 class AuditLog:
-    def __init__(self, path: Path, signing_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        path: Path,
+        signing_key: Ed25519PrivateKey,
+        *,
+        origin: str | None = None,
+        checkpoint_path: Path | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 10.0,
+    ) -> None:
         self.path = path
         self._sign = signing_key.sign
         self.kid = key_id(signing_key.public_key())
+        self.origin = origin or default_origin(self.kid)
+        self._note_signer = NoteSigner(self.origin, signing_key)
+        self.checkpoint_path = checkpoint_path or path.with_name(path.name + ".checkpoint")
+        self._cp_every = checkpoint_every
+        self._cp_interval = checkpoint_interval_s
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         try:
@@ -48,6 +79,8 @@ class AuditLog:
             raise AuditError(f"{path}: another process holds the audit log; one writer per file") from None
         self._fd = fd
         self._next_seq, self._prev = _recover_tail(fd, path)
+        self._tree, self._last_cp_size = _rebuild_tree(fd, path, self._next_seq)
+        self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: AuditError | None = None
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -79,8 +112,13 @@ class AuditLog:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._cp_interval)
+            except queue.Empty:
+                self._maybe_checkpoint(force_time=True)
+                continue
             if item is _STOP:
+                self._checkpoint_now()
                 return
             batch = [item]
             stop = False
@@ -94,7 +132,9 @@ class AuditLog:
                     break
                 batch.append(nxt)
             self._write_batch(batch)
+            self._maybe_checkpoint()
             if stop:
+                self._checkpoint_now()
                 return
 
     def _write_batch(self, batch: list[tuple[dict[str, Any], Future[Entry]]]) -> None:
@@ -103,6 +143,7 @@ class AuditLog:
                 fut.set_exception(self._failure)
             return
         seq, prev = self._next_seq, self._prev
+        leaves: list[bytes] = []
         entries: list[tuple[Entry, Future[Entry]]] = []
         chunks: list[bytes] = []
         for record, fut in batch:
@@ -113,6 +154,7 @@ class AuditLog:
                 continue
             entries.append((entry, fut))
             chunks.append(entry.to_line())
+            leaves.append(bytes.fromhex(entry.leaf_hash))
             seq, prev = seq + 1, entry.leaf_hash
         try:
             data = b"".join(chunks)
@@ -127,8 +169,79 @@ class AuditLog:
                 fut.set_exception(self._failure)
             return
         self._next_seq, self._prev = seq, prev
+        for leaf in leaves:
+            self._tree.append(leaf)
         for entry, fut in entries:
             fut.set_result(entry)
+
+    # -- checkpoints (writer thread only) ------------------------------------
+
+    def _maybe_checkpoint(self, force_time: bool = False) -> None:
+        new = self._tree.size - self._last_cp_size
+        due_time = time.monotonic() - self._last_cp_time >= self._cp_interval
+        if new > 0 and (new >= self._cp_every or due_time or force_time):
+            self._checkpoint_now()
+
+    def _checkpoint_now(self) -> None:
+        """Sign the current tree head, append it as an entry, ship it to the file."""
+        if self._failure is not None or self._tree.size == self._last_cp_size:
+            return
+        size, root = self._tree.size, self._tree.root()
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), [self._note_signer]).decode()
+        record = {
+            "event_id": "evt_" + uuid.uuid4().hex,
+            "kind": "checkpoint",
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "tree_size": size,
+            "root": base64.b64encode(root).decode(),
+            "note": note,
+        }
+        done: Future[Entry] = Future()
+        self._write_batch([(record, done)])
+        if done.exception() is not None:
+            return  # the log is poisoned; the failure is already logged
+        self._last_cp_size, self._last_cp_time = self._tree.size, time.monotonic()
+        try:
+            _replace_file(self.checkpoint_path, note.encode())
+        except OSError as e:
+            # The checkpoint is in the log; only its shipped copy is stale.
+            log.error("%s: cannot write the checkpoint file: %s", self.checkpoint_path, e)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write-then-rename, fsynced, so a reader never sees half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _rebuild_tree(fd: int, path: Path, expected: int) -> tuple[CompactTree, int]:
+    """The Merkle tree of the existing entries, and the size the last
+    checkpoint entry covered. Reads only each line's fixed-shape tail."""
+    tree = CompactTree()
+    last_cp = 0
+    with open(os.dup(fd), "rb", closefd=True) as f:
+        f.seek(0)
+        for line in f:
+            m = TAIL.search(line.rstrip(b"\n"))
+            if m is None:
+                raise AuditError(f"{path}: line {tree.size + 1} is not an audit entry; run `aecl verify`")
+            if b'"kind":"checkpoint"' in line and json.loads(line)["record"].get("kind") == "checkpoint":
+                last_cp = tree.size
+            tree.append(bytes.fromhex(m.group(1).decode()))
+    if tree.size != expected:
+        raise AuditError(f"{path}: {tree.size} entries but the last is numbered {expected - 1}; run `aecl verify`")
+    return tree, (tree.size if last_cp == tree.size - 1 and tree.size else last_cp)
 
 
 def _recover_tail(fd: int, path: Path) -> tuple[int, str]:

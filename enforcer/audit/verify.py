@@ -8,12 +8,22 @@ Steps for each line n (1-based), in this order:
   4. hash: leaf_hash == SHA-256(0x00 || BODY), BODY being the signed bytes
   5. key: kid names a trusted public key
   6. signature: Ed25519 over SIGNATURE_DOMAIN || leaf_hash verifies
+  7. checkpoint: a checkpoint entry's signed note verifies with a trusted key,
+     and its tree size and root are those of the entries before it (the
+     RFC 6962 tree recomputed from the leaf hashes)
+  8. trusted checkpoint (optional, from the auditor): the log holds at least
+     its tree size (else: truncated) and the same root at that size (else: a
+     rolled-back or forked log)
 The first failure raises VerificationError naming the line and the class.
+Consecutive checkpoints are consistent by construction: every root is
+recomputed from the one verified leaf sequence, so a later head extends an
+earlier one or a step above has already failed.
 
 Steps 1, 4, 5 and 6 need nothing from other lines, so they run in worker
 processes over chunks of lines (Ed25519 verification is the cost: PyNaCl, one
 process per core); steps 2 and 3 run in order in the calling process.
-Without an externally kept checkpoint, truncation of the tail cannot be seen.
+Without a checkpoint kept outside the log (step 8), truncation of the tail
+cannot be seen: a shortened log is still a valid log.
 """
 
 from __future__ import annotations
@@ -33,8 +43,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
+from enforcer.audit.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
 from enforcer.audit.entry import GENESIS_PREV, leaf_hash, signature_message, split_line
 from enforcer.audit.keys import key_id
+from enforcer.audit.merkle import CompactTree
 from enforcer.errors import AuditError, VerificationError
 
 # One exit code per failure class, for scripts that act on the kind of failure.
@@ -45,6 +57,8 @@ EXIT_CODES = {
     "hash": 13,
     "unknown_key": 14,
     "signature": 15,
+    "checkpoint": 16,
+    "truncated": 17,
 }
 _FIELDS = {"seq", "prev", "record", "leaf_hash", "kid", "sig"}
 # Below this size a process pool costs more than it saves.
@@ -200,4 +214,72 @@ def read_lines(path: Path) -> Iterator[bytes]:
 
 def verify_file(path: Path, keys: Iterable[Ed25519PublicKey], *,
                 progress: Callable[[int], None] | None = None, workers: int | None = None) -> int:
-    return _count(iter_checked_file(path, keys, workers=workers), progress)
+    return verify_log(path, keys, progress=progress, workers=workers).entries
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    entries: int
+    checkpoints: int
+    last_checkpoint: Checkpoint | None
+    trusted: Checkpoint | None
+
+
+def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Checkpoint:
+    """An auditor's checkpoint: verified with the log's keys under its own origin."""
+    try:
+        origin = note.split(b"\n", 1)[0].decode()
+        cp, _ = open_checkpoint(note, [NoteVerifier(origin, k) for k in keys])
+    except (CheckpointError, UnicodeDecodeError) as e:
+        raise AuditError(f"the trusted checkpoint does not verify: {e}") from None
+    return cp
+
+
+def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted: Checkpoint | None = None,
+               progress: Callable[[int], None] | None = None, workers: int | None = None) -> VerifyReport:
+    keys = list(keys)
+    tree = CompactTree()
+    checkpoints = 0
+    last: Checkpoint | None = None
+    n = 0
+    for n, item in enumerate(iter_checked_file(path, keys, workers=workers), start=1):
+        if item.record is not None:
+            last = _check_checkpoint(n, item.record, tree, keys)
+            checkpoints += 1
+            if trusted is not None and last.origin != trusted.origin:
+                raise VerificationError(n, "checkpoint", f"the log's origin {last.origin!r} is not the trusted "
+                                                         f"checkpoint's {trusted.origin!r}")
+        if trusted is not None and tree.size == trusted.size and tree.root() != trusted.root:
+            raise VerificationError(n, "checkpoint", f"the first {trusted.size} entries do not have the trusted "
+                                                     "checkpoint's root: the log was rolled back or forked")
+        tree.append(bytes.fromhex(item.leaf_hash))
+        if progress is not None and n % 4096 == 0:
+            progress(n)
+    if trusted is not None:
+        if trusted.size > tree.size:
+            raise VerificationError(tree.size + 1, "truncated",
+                                    f"the trusted checkpoint covers {trusted.size} entries, the log has "
+                                    f"{tree.size}: entries were cut from its end")
+        if trusted.size == tree.size and tree.root() != trusted.root:
+            raise VerificationError(n, "checkpoint", f"the {trusted.size} entries do not have the trusted "
+                                                     "checkpoint's root: the log was rolled back or forked")
+    return VerifyReport(tree.size, checkpoints, last, trusted)
+
+
+def _check_checkpoint(n: int, record: dict[str, Any], tree: CompactTree,
+                      keys: list[Ed25519PublicKey]) -> Checkpoint:
+    note = record.get("note")
+    if not isinstance(note, str):
+        raise VerificationError(n, "checkpoint", "checkpoint entry without a note")
+    origin = note.split("\n", 1)[0]
+    try:
+        cp, _ = open_checkpoint(note.encode(), [NoteVerifier(origin, k) for k in keys])
+    except CheckpointError as e:
+        raise VerificationError(n, "checkpoint", f"checkpoint note: {e}") from None
+    if cp.size != tree.size:
+        raise VerificationError(n, "checkpoint", f"checkpoint claims {cp.size} entries, {tree.size} precede it")
+    if cp.root != tree.root():
+        raise VerificationError(n, "checkpoint", "checkpoint root is not the Merkle root of the entries before it")
+    if record.get("tree_size") != cp.size or record.get("root") != base64.b64encode(cp.root).decode():
+        raise VerificationError(n, "checkpoint", "checkpoint entry's tree_size/root differ from its signed note")
+    return cp

@@ -64,7 +64,11 @@ def build_components(
     sandbox = BwrapRunner(config.sandbox.bwrap, profile, config.sandbox.max_output_bytes)
     signing_key = load_signing_key(config.audit.signing_key)
     active = compile_active(config)
-    audit = AuditLog(config.audit.path, signing_key)
+    audit = AuditLog(
+        config.audit.path, signing_key, origin=config.audit.origin,
+        checkpoint_path=config.audit.checkpoint_path, checkpoint_every=config.audit.checkpoint_every,
+        checkpoint_interval_s=config.audit.checkpoint_interval_s,
+    )
     store = SqliteStateStore(config.state.sqlite_path)
     pipeline = Pipeline(
         active=active, audit=audit, store=store, sandbox=sandbox,

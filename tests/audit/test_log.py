@@ -67,9 +67,9 @@ def test_reopening_continues_the_chain(tmp_path, keypair):
     a.append({"x": 1})
     a.close()
     b = AuditLog(tmp_path / "a.jsonl", key)
-    assert b.append({"x": 2}).seq == 1
+    assert b.append({"x": 2}).seq == 2  # after the checkpoint written on close
     b.close()
-    assert verify_file(tmp_path / "a.jsonl", pub(keypair)) == 2
+    assert verify_file(tmp_path / "a.jsonl", pub(keypair)) == 4
 
 
 def test_second_writer_on_the_same_file_is_refused(log, keypair):
@@ -85,12 +85,12 @@ def test_torn_last_line_is_cut_on_startup(tmp_path, keypair, caplog):
         a.append({"i": i})
     a.close()
     whole = path.read_bytes()
-    path.write_bytes(whole + b'{"seq":3,"prev":"ab')  # a crash mid-write
+    path.write_bytes(whole + b'{"prev":"ab')  # a crash mid-write
     b = AuditLog(path, key)
     assert "torn last line" in caplog.text
-    assert b.append({"i": 3}).seq == 3
+    assert b.append({"i": 3}).seq == 4  # 3 entries and the checkpoint of the close
     b.close()
-    assert verify_file(path, pub(keypair)) == 4
+    assert verify_file(path, pub(keypair)) == 6
 
 
 def test_unserialisable_record_fails_alone(log, keypair):
@@ -131,8 +131,9 @@ def test_any_json_records_round_trip_and_verify(tmp_path_factory, records):
     for r in records:
         audit.append(r)
     audit.close()
-    assert verify_file(d / "l.jsonl", [load_public_key(pubpath)]) == len(records)
-    lines = (d / "l.jsonl").read_bytes().rstrip(b"\n").split(b"\n")
+    assert verify_file(d / "l.jsonl", [load_public_key(pubpath)]) == len(records) + 1  # + the close's checkpoint
+    *lines, last = (d / "l.jsonl").read_bytes().rstrip(b"\n").split(b"\n")
+    assert json.loads(last)["record"]["kind"] == "checkpoint"
     # JSON has one number type: what is kept is the RFC 8785 form, so a reader
     # re-derives exactly the signed bytes from the parsed record.
     for line, original in zip(lines, records, strict=True):
@@ -155,4 +156,4 @@ def test_forged_line_signed_with_another_key_is_caught(tmp_path, keypair):
     b.close()
     with pytest.raises(VerificationError) as err:
         verify_file(path, pub(keypair))
-    assert err.value.line == 2 and err.value.kind == "unknown_key"
+    assert err.value.line == 3 and err.value.kind == "unknown_key"  # line 2: the checkpoint of the close
