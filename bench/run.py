@@ -261,6 +261,60 @@ def _bench_opa_sidecar(opa: str, ps, config, doc) -> None:
         proc.stop()
 
 
+def bench_audit(args, tmp: Path) -> None:
+    print("\n== Audit log: durable appends with 8 concurrent callers, and verification")
+    import threading
+
+    from enforcer.audit.keys import generate_keypair, load_public_key, load_signing_key
+    from enforcer.audit.log import AuditLog
+    from enforcer.audit.verify import verify_file
+
+    record = {"kind": "decision", "outcome": "approve", "reason": "all gates passed", "args": {"invoice_id": "INV-1"}}
+    callers, per_caller = 8, args.n_audit // 8
+
+    def run(append) -> float:
+        barrier = threading.Barrier(callers + 1)
+
+        def caller():
+            barrier.wait()
+            for _ in range(per_caller):
+                append()
+
+        threads = [threading.Thread(target=caller) for _ in range(callers)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        return callers * per_caller / (time.perf_counter() - t0)
+
+    # Baseline: what a naive writer does, one write and one fsync per line under a lock.
+    plain_path = tmp / "plain-audit.jsonl"
+    fd = os.open(plain_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lock = threading.Lock()
+    line_bytes = json.dumps(record).encode() + b"\n"
+
+    def plain():
+        with lock:
+            os.write(fd, line_bytes)
+            os.fsync(fd)
+
+    base = run(plain)
+    os.close(fd)
+    priv, pub = generate_keypair(tmp / "audit-keys")
+    audit = AuditLog(tmp / "audit-bench.jsonl", load_signing_key(priv))
+    ours = run(lambda: audit.append(record))
+    audit.close()
+    print(f"  {'plain fsync-per-line writer (baseline)':<44} {base:8.0f} appends/s")
+    print(f"  {'AECL (sign, chain, Merkle, group fsync)':<44} {ours:8.0f} appends/s   {ours / base:5.2f}x")
+    t0 = time.perf_counter()
+    n = verify_file(tmp / "audit-bench.jsonl", [load_public_key(pub)])
+    rate = n / (time.perf_counter() - t0)
+    print(f"  aecl verify: {n} entries at {rate:,.0f} entries/s on {os.cpu_count()} cores")
+    verdict("verification >= 20,000 entries/s", rate >= 20_000, f"{rate:,.0f}/s")
+
+
 def verdict(target: str, ok: bool, value: str) -> None:
     print(f"  target {target:<40} {'MET ' if ok else 'MISSED'}  ({value})")
 
@@ -271,7 +325,8 @@ def main() -> None:
     p.add_argument("--n-exec", type=int, default=200, help="serial calls per sandbox benchmark")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
-    p.add_argument("--only", choices=["decide", "execute", "components"])
+    p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
+    p.add_argument("--only", choices=["decide", "execute", "components", "audit"])
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
     with tempfile.TemporaryDirectory(prefix="aecl-bench-") as d:
@@ -282,6 +337,8 @@ def main() -> None:
             bench_decide(args, tmp)
         if args.only in (None, "execute"):
             bench_execute(args, tmp)
+        if args.only in (None, "audit"):
+            bench_audit(args, tmp)
 
 
 if __name__ == "__main__":
