@@ -179,3 +179,30 @@ def test_checkpoint_whose_root_is_not_the_tree_is_a_checkpoint_failure(keys, tmp
     log.close()
     r = aecl("verify", "--log", str(path), "--pubkey", str(keys[1]))
     assert r.returncode == 16 and "line 6: checkpoint" in r.stderr and "not the Merkle root" in r.stderr
+
+
+def standalone(*args: str) -> subprocess.CompletedProcess:
+    """scripts/verify: shares no code with the service, needs only PyNaCl."""
+    return subprocess.run([sys.executable, str(REPO / "scripts/verify"), *args], capture_output=True, text=True,
+                          cwd="/")
+
+
+@pytest.mark.parametrize(("edit", "code", "words"), [
+    (None, 0, ""),
+    (lambda ls: ls.__setitem__(7, ls[7].replace(b'"i":7', b'"i":8')), 13, "line 8: hash"),
+    (lambda ls: ls.__delitem__(20), 11, "line 21: sequence"),
+    (lambda ls: ls.__setitem__(slice(40, 42), [ls[41], ls[40]]), 11, "line 41: sequence"),
+    (lambda ls: ls.__delitem__(slice(150, None)), 17, "line 151: truncated"),
+])
+def test_standalone_verifier_agrees(log, keys, tmp_path, edit, code, words):
+    target = _edit(log, tmp_path, edit) if edit else log
+    shipped = log.parent / "audit.jsonl.checkpoint"
+    ours = aecl("verify", "--log", str(target), "--pubkey", str(keys[1]), "--checkpoint", str(shipped))
+    theirs = standalone("--log", str(target), "--pubkey", str(keys[1]), "--checkpoint", str(shipped))
+    assert ours.returncode == theirs.returncode == code, (ours.stderr, theirs.stderr)
+    assert words in ours.stderr and words in theirs.stderr
+
+
+def test_standalone_verifier_checks_checkpoints_in_the_log(log, keys):
+    r = standalone("--log", str(log), "--pubkey", str(keys[1]))
+    assert r.returncode == 0 and "5 checkpoints verify" in r.stdout
