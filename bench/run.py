@@ -2,6 +2,7 @@
 
   Decide (embedded engine, every decision signed, fsynced)  vs  a bare gRPC echo
   Execute of a trivial tool                                vs  raw `bwrap /bin/true`
+  sandbox start (seccomp, rlimits, cgroups)                vs  raw bwrap, plain subprocess
   audit append (sign + fsync)                               vs  a plain fsync'd append
   policy evaluation (embedded, OPA sidecar)                 vs  raw `opa eval`
 
@@ -180,6 +181,43 @@ def bench_execute(args, tmp: Path) -> None:
         svc.wait()
 
 
+def bench_sandbox(args, tmp: Path) -> None:
+    """Sandbox start to exit of /bin/true: the hardening (seccomp, rlimits,
+    cgroups, the block-fd handshake) against the same isolation by hand."""
+    print("\n== Sandbox start (/bin/true, start to exit)")
+    from enforcer.sandbox.bwrap import bwrap_argv
+    from enforcer.sandbox.profile import load_profile
+    from enforcer.sandbox.runner import BwrapRunner
+    from enforcer.server.app import DEFAULT_PROFILE
+
+    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    profile = load_profile(DEFAULT_PROFILE)
+    runner = BwrapRunner(bwrap, profile, 1 << 20)
+    print(f"  ({runner.describe()})")
+    isolated = bwrap_argv(bwrap, profile, ["/bin/true"], None)
+    loop = asyncio.new_event_loop()
+
+    def hardened():
+        r = loop.run_until_complete(runner.run(["/bin/true"], b"", 10, None))
+        assert r.exit_code == 0, r
+
+    n = args.n_exec
+    plain, raw, ours = [], [], []
+    for _ in range(4):
+        plain += serial(lambda: subprocess.run(["/bin/true"], check=True), n // 4, warmup=5)
+        raw += serial(lambda: subprocess.run(isolated, check=True, env=dict(profile.env)), n // 4, warmup=5)
+        ours += serial(hardened, n // 4, warmup=5)
+    loop.close()
+    p, r, o = (summary("plain subprocess /bin/true", plain),
+               summary("raw bwrap, AECL's isolation flags", raw),
+               summary("BwrapRunner (+seccomp, rlimits, cgroups)", ours))
+    line(p)
+    line(r, p)
+    line(o, r, f"   (+{o['p50_ms'] - r['p50_ms']:.2f} ms over raw bwrap)")
+    verdict("hardening p50 <= raw bwrap p50 + 2 ms", o["p50_ms"] <= r["p50_ms"] + 2.0,
+            f"+{o['p50_ms'] - r['p50_ms']:.2f} ms")
+
+
 def bench_components(args, tmp: Path) -> None:
     print("\n== Where a Decide's time goes (in-process, single caller)")
     from enforcer.audit.canonical import canonical_json
@@ -326,7 +364,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
-    p.add_argument("--only", choices=["decide", "execute", "components", "audit"])
+    p.add_argument("--only", choices=["decide", "execute", "sandbox", "components", "audit"])
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
     with tempfile.TemporaryDirectory(prefix="aecl-bench-") as d:
@@ -337,6 +375,8 @@ def main() -> None:
             bench_decide(args, tmp)
         if args.only in (None, "execute"):
             bench_execute(args, tmp)
+        if args.only in (None, "sandbox"):
+            bench_sandbox(args, tmp)
         if args.only in (None, "audit"):
             bench_audit(args, tmp)
 

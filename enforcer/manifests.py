@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
+from enforcer.sandbox.profile import SandboxOverrides
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
 Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
@@ -57,6 +58,9 @@ class ToolSpec(_Strict):
     # one always waits for a human (HITL routing in rego/aecl/hitl.rego).
     compensating_action: Name | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
+    # This tool's own sandbox settings (extra read-only binds, scratch size);
+    # bind paths are checked at load like the profile's.
+    sandbox: SandboxOverrides | None = None
 
 
 class ToolRegistry(_Strict):

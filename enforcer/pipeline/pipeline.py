@@ -147,8 +147,11 @@ class Pipeline:
             result = await self.sandbox.run(
                 tool.command,
                 json.dumps(req.args, allow_nan=False).encode(),
-                tool.timeout_s or self.sandbox_config.call_timeout_s,
+                # The call's timeout, cut short by the end of its task loop.
+                max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s,
+                               task.expires_at - self.clock())),
                 active.registry.tools_dir,
+                sandbox=tool.sandbox,
             )
         except SandboxError as e:
             # The approval is on record; so must be the fact that nothing ran.
@@ -173,6 +176,11 @@ class Pipeline:
             timed_out=result.timed_out,
             output_truncated=result.output_truncated,
             duration_ms=round(result.duration_s * 1000, 3),
+            resource_usage={
+                "cpu_time_ms": round(result.cpu_time_s * 1000, 3) if result.cpu_time_s is not None else None,
+                "peak_memory_bytes": result.peak_memory_bytes,
+            },
+            limits_hit=list(result.limits_hit),
         )
         entry = await self._append(exec_record)
         return ExecuteResult(

@@ -1,5 +1,16 @@
 """Run one tool call under bubblewrap: JSON in on stdin, bounded output out,
-and a timeout after which the whole process tree is killed.
+resource limits on the whole sandbox, and timeouts after which the whole
+process tree is killed.
+
+Start-up of one sandbox:
+  1. its cgroup is created (limits written) and a seccomp pipe prepared;
+  2. bubblewrap starts with --info-fd and --block-fd: it builds the sandbox,
+     reports the pid of its init (outside pid) and waits;
+  3. the runner sets the rlimits on that init (prlimit) and moves it into the
+     cgroup, off the event loop, then releases it: the tool and everything it
+     forks start limited and inside the cgroup;
+  4. the tool's exit is watched through a pidfd and reaped with wait4, which
+     also gives its resource usage when no cgroup accounting is available.
 
 Sandboxes are started from the event-loop thread, which lives as long as the
 service: bubblewrap's --die-with-parent follows the parent *thread*, so a
@@ -9,18 +20,32 @@ sandbox started from a short-lived worker thread would die with it.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import math
 import os
+import resource
 import signal
+import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from enforcer.errors import SandboxError
 from enforcer.sandbox.bwrap import bwrap_argv
-from enforcer.sandbox.profile import SandboxProfile
+from enforcer.sandbox.cgroups import CgroupSupport, SandboxCgroup, Usage
+from enforcer.sandbox.profile import ResourceLimits, SandboxOverrides, SandboxProfile
+from enforcer.sandbox.seccomp import SeccompProgram, compile_filter
 
+log = logging.getLogger(__name__)
 _CHUNK = 64 << 10
+# After a kill, how long to wait for the sandbox's pipes to close before
+# giving up on them (they close at once unless something is badly wrong).
+_DRAIN_AFTER_KILL_S = 5.0
+WATCHDOG_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -33,100 +58,535 @@ class SandboxResult:
     timed_out: bool
     output_truncated: bool
     duration_s: float
+    # Whole-sandbox CPU time and peak memory: from the sandbox's cgroup where
+    # there is one, else from wait4 (which misses processes killed with it).
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    # Which limits stopped or cut the tool: timeout, lifetime, output,
+    # memory, pids, cpu_time, file_size.
+    limits_hit: tuple[str, ...] = ()
+
+
+def rlimits_for(limits: ResourceLimits) -> list[tuple[int, tuple[int, int]]]:
+    """(resource, (soft, hard)) for the sandbox, never above this process's
+    own hard limits (an unprivileged service could not raise them)."""
+    wanted = [(resource.RLIMIT_CORE, 0)]  # no core dumps: not into /tmp, not to a host helper
+    if limits.cpu_seconds:
+        wanted.append((resource.RLIMIT_CPU, limits.cpu_seconds))
+    if limits.address_space_bytes:
+        wanted.append((resource.RLIMIT_AS, limits.address_space_bytes))
+    if limits.file_size_bytes:
+        wanted.append((resource.RLIMIT_FSIZE, limits.file_size_bytes))
+    if limits.open_files:
+        wanted.append((resource.RLIMIT_NOFILE, limits.open_files))
+    if limits.processes:
+        wanted.append((resource.RLIMIT_NPROC, limits.processes))
+    out = []
+    for res, value in wanted:
+        _, own_hard = resource.getrlimit(res)
+        cap = value if own_hard == resource.RLIM_INFINITY else min(value, own_hard)
+        # RLIMIT_CPU: SIGXCPU at the soft limit (catchable), SIGKILL a second later.
+        hard = cap + 1 if res == resource.RLIMIT_CPU and (own_hard == resource.RLIM_INFINITY or cap < own_hard) else cap
+        out.append((res, (cap, hard)))
+    return out
+
+
+class _Live:
+    """One running sandbox, as the runner and its watchdog see it."""
+
+    def __init__(self, sandbox_id: str, proc: subprocess.Popen, pidfd: int,
+                 cgroup: SandboxCgroup | None, lifetime_deadline: float) -> None:
+        self.sandbox_id = sandbox_id
+        self.proc = proc
+        self.pid = proc.pid
+        self.pidfd = pidfd
+        self.cgroup = cgroup
+        self.lifetime_deadline = lifetime_deadline  # time.monotonic()
+        self.init_pidfd: int | None = None  # bubblewrap's sandbox init, until released
+        self.reason: str | None = None      # why it was killed, first reason wins
+        self.setup_error: SandboxError | None = None
+        self.reaped = False
+        self.lock = threading.Lock()
+
+    def kill(self, reason: str) -> None:
+        with self.lock:
+            if self.reason is None:
+                self.reason = reason
+            if self.reaped:
+                return
+            for fd in (self.pidfd, self.init_pidfd):
+                if fd is not None:
+                    try:
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    except (ProcessLookupError, OSError):
+                        pass
+            try:
+                # bubblewrap's group (it started a session of its own); the
+                # pid cannot have been recycled, bubblewrap is not reaped yet.
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.cgroup is not None:
+            try:
+                self.cgroup.kill()
+            except OSError as e:
+                log.warning("sandbox %s: cgroup kill failed: %s", self.sandbox_id, e)
 
 
 class BwrapRunner:
+    """The bubblewrap backend. The interface a backend offers (enforcer.sandbox
+    .backend.SandboxBackend): run(), kill_all(), describe()."""
+
+    name = "bubblewrap"
+
     def __init__(self, bwrap: str, profile: SandboxProfile, max_output_bytes: int) -> None:
         if not (os.path.isfile(bwrap) and os.access(bwrap, os.X_OK)):
             raise SandboxError(f"bubblewrap not found at {bwrap}: install the 'bubblewrap' package")
         self.bwrap = bwrap
         self.profile = profile
         self.max_output_bytes = max_output_bytes
-        self._running: set[asyncio.subprocess.Process] = set()
+        self.seccomp: SeccompProgram | None = compile_filter() if profile.seccomp else None
+        self.rlimits = rlimits_for(profile.limits)
+        self.cgroups = CgroupSupport.detect(profile.limits)
+        self._live: dict[str, _Live] = {}
+        self._unremoved: list[SandboxCgroup] = []
+        self._cleanups: set[asyncio.Task] = set()
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._closed = threading.Event()
+        if self.cgroups.enabled:
+            # Sandboxes left behind by an earlier instance, past their lifetime.
+            for sid in self.cgroups.sweep(time.time()):
+                log.warning("killed sandbox %s left over past its lifetime", sid)
+        log.info("sandbox: %s", self.describe())
+
+    # -- what this machine allowed ------------------------------------------
+
+    def describe(self) -> str:
+        names = {resource.RLIMIT_CORE: "core", resource.RLIMIT_CPU: "cpu", resource.RLIMIT_AS: "as",
+                 resource.RLIMIT_FSIZE: "fsize", resource.RLIMIT_NOFILE: "nofile", resource.RLIMIT_NPROC: "nproc"}
+        rl = ", ".join(f"{names[r]}={soft}" for r, (soft, _) in self.rlimits)
+        return "; ".join([
+            f"{self.name} at {self.bwrap}",
+            self.seccomp.describe() if self.seccomp else "seccomp OFF (profile)",
+            f"rlimits {rl}",
+            self.cgroups.describe(),
+            f"scratch tmpfs {self.profile.tmpfs_size_bytes} bytes, lifetime {self.profile.lifetime_s:g} s",
+        ])
+
+    @property
+    def applied_limits(self) -> dict[str, str]:
+        out = {"rlimits": "applied", "seccomp": "applied" if self.seccomp else "off"}
+        out.update(self.cgroups.applied)
+        return out
+
+    # -- running --------------------------------------------------------------
 
     async def run(
-        self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None
+        self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
+        *, sandbox: SandboxOverrides | None = None,
     ) -> SandboxResult:
+        loop = asyncio.get_running_loop()
         sandbox_id = "sbx_" + uuid.uuid4().hex
-        argv = bwrap_argv(self.bwrap, self.profile, command, tools_dir)
+        lifetime = self.profile.lifetime_s
+        budget = min(timeout_s, lifetime)
         started = time.monotonic()
+        cgroup_name = f"{sandbox_id}.{math.ceil(time.time() + lifetime)}"
+        parent_fds: list[int] = []
+        child_fds: list[int] = []
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            if self.seccomp is not None:
+                child_fds.append(self.seccomp.pipe())
+            info_r, info_w = os.pipe2(os.O_CLOEXEC)
+            parent_fds.append(info_r)
+            child_fds.append(info_w)
+            block_r, block_w = os.pipe2(os.O_CLOEXEC)
+            parent_fds.append(block_w)
+            child_fds.append(block_r)
+            argv = bwrap_argv(
+                self.bwrap, self.profile, command, tools_dir,
+                tmpfs_size_bytes=sandbox.tmpfs_size_bytes if sandbox else None,
+                extra_ro_binds=sandbox.ro_binds if sandbox else (),
+                seccomp_fd=child_fds[0] if self.seccomp is not None else None,
+                info_fd=info_w, block_fd=block_r,
+            )
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 # bubblewrap gets only the profile's environment: with --clearenv alone
                 # the service's environment would stay readable in /proc/1/environ.
                 env=dict(self.profile.env),
-                close_fds=True,
+                close_fds=True, pass_fds=tuple(child_fds),
                 start_new_session=True,
             )
+            pidfd = os.pidfd_open(proc.pid)
         except OSError as e:
+            for fd in parent_fds:
+                os.close(fd)
             raise SandboxError(f"cannot start bubblewrap: {e}") from e
-        self._running.add(proc)
-        truncated = False
-        timed_out = False
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        live = _Live(sandbox_id, proc, pidfd, None, started + lifetime)
+        with self._lock:
+            self._live[sandbox_id] = live
+        self._ensure_watchdog()
 
-        async def feed() -> None:
+        stdin_fd, out_fd, err_fd = (_detach(proc.stdin), _detach(proc.stdout), _detach(proc.stderr))
+        out = _Capture(self.max_output_bytes)
+        err = _Capture(self.max_output_bytes)
+        usage: tuple[int, object] | None = None
+
+        def on_cap() -> None:
+            live.kill("output")
+
+        async def setup() -> None:
             try:
-                proc.stdin.write(stdin)
-                await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the tool did not read its input; its exit status tells the rest
+                info = await _read_all(loop, info_r)
+                pid = _child_pid(info)
+                if pid is not None and live.reason is None:
+                    fd = _pin_child(pid, proc.pid)
+                    if fd is None:
+                        live.kill("setup")  # never release an init we cannot account for
+                        return
+                    with live.lock:
+                        live.init_pidfd = fd
+                    try:
+                        await loop.run_in_executor(None, self._confine, live, pid, fd, cgroup_name)
+                    except SandboxError as e:
+                        live.setup_error = e
+                        live.kill("setup")
             finally:
-                proc.stdin.close()
+                os.close(info_r)
+                if live.reason is None:
+                    try:
+                        os.write(block_w, b"\n")  # go
+                    except OSError:
+                        pass
+                os.close(block_w)
+                with live.lock:
+                    if live.init_pidfd is not None:
+                        os.close(live.init_pidfd)
+                        live.init_pidfd = None
 
-        async def read_capped(stream: asyncio.StreamReader) -> bytes:
-            nonlocal truncated
-            buf = bytearray()
-            while chunk := await stream.read(_CHUNK):
-                room = self.max_output_bytes - len(buf)
-                if len(chunk) > room:
-                    buf += chunk[:room]
-                    truncated = True
-                    _kill_tree(proc)  # never buffer unbounded output
-                    break
-                buf += chunk
-            return bytes(buf)
+        async def wait_exit() -> None:
+            nonlocal usage
+            fut = loop.create_future()
 
-        gather = asyncio.gather(feed(), read_capped(proc.stdout), read_capped(proc.stderr), proc.wait())
+            def on_exit() -> None:
+                with live.lock:
+                    try:
+                        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                    except ChildProcessError:  # reaped elsewhere: status unknown
+                        pid, status, ru = proc.pid, 255 << 8, None
+                    if pid == 0:
+                        return
+                    live.reaped = True
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                loop.remove_reader(pidfd)
+                if not fut.done():
+                    fut.set_result((status, ru))
+
+            loop.add_reader(pidfd, on_exit)
+            try:
+                usage = await fut
+            finally:
+                loop.remove_reader(pidfd)
+
+        tasks = [
+            asyncio.ensure_future(setup()),
+            asyncio.ensure_future(_feed(loop, stdin_fd, stdin)),
+            asyncio.ensure_future(_pump(loop, out_fd, out, on_cap)),
+            asyncio.ensure_future(_pump(loop, err_fd, err, on_cap)),
+            asyncio.ensure_future(wait_exit()),
+        ]
+        # Done when bubblewrap is reaped and both pipes are closed; a task's
+        # error does not cut the others short.
+        everything = asyncio.gather(*tasks, return_exceptions=True)
         try:
-            _, out, err, _ = await asyncio.wait_for(asyncio.shield(gather), timeout_s)
-        except asyncio.TimeoutError:
-            timed_out = True
-            _kill_tree(proc)
-            _, out, err, _ = await gather
+            try:
+                await asyncio.wait_for(asyncio.shield(everything), budget)
+            except asyncio.TimeoutError:
+                live.kill("timeout" if budget < lifetime else "lifetime")
+                await self._drain(everything, tasks, live)
         except asyncio.CancelledError:
-            _kill_tree(proc)
-            await asyncio.shield(gather)
+            live.kill("cancelled")
+            await asyncio.shield(self._drain(everything, tasks, live))
             raise
         finally:
-            self._running.discard(proc)
+            with self._lock:
+                self._live.pop(sandbox_id, None)
+            os.close(pidfd)
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    log.error("sandbox %s: %r", sandbox_id, t.exception())
+            cg_usage = self._finish_cgroup(live)
+        if live.setup_error is not None:
+            raise SandboxError(f"sandbox {sandbox_id}: {live.setup_error}") from live.setup_error
         rc = proc.returncode
+        return self._result(live, rc, out, err, time.monotonic() - started, usage, cg_usage)
+
+    def _confine(self, live: _Live, pid: int, pidfd: int, cgroup_name: str) -> None:
+        """Off the event loop, while bubblewrap builds the sandbox (moving a
+        process between cgroups can wait for an RCU grace period): rlimits on
+        the sandbox's init, then its cgroup. The init is pinned by a pidfd;
+        that it is still alive afterwards proves the pid named it throughout."""
+        try:
+            for res, lim in self.rlimits:
+                resource.prlimit(pid, res, lim)
+            if self.cgroups.enabled:
+                live.cgroup = self.cgroups.create(cgroup_name)
+                live.cgroup.attach(pid)
+            signal.pidfd_send_signal(pidfd, 0)
+        except ProcessLookupError:
+            live.kill("setup")  # bubblewrap failed during setup; its exit status and stderr say why
+        except OSError as e:
+            raise SandboxError(f"cannot apply resource limits: {e}") from e
+
+    async def _drain(self, everything: asyncio.Future, tasks: list[asyncio.Task], live: _Live) -> None:
+        """After a kill: let the pipes close and bubblewrap be reaped; never
+        hang on a pipe that something outside the kill still holds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(everything), _DRAIN_AFTER_KILL_S)
+        except asyncio.TimeoutError:
+            log.error("sandbox %s: still not done %.0f s after SIGKILL", live.sandbox_id, _DRAIN_AFTER_KILL_S)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _finish_cgroup(self, live: _Live) -> Usage | None:
+        """Read the sandbox's usage, then remove its cgroup in the background:
+        bubblewrap's sandbox init may outlive the reaped bubblewrap by a moment."""
+        cg = live.cgroup
+        if cg is None:
+            return None
+        usage = cg.usage()
+        task = asyncio.ensure_future(self._remove_later(cg))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return usage
+
+    async def _remove_later(self, cg: SandboxCgroup) -> None:
+        try:
+            for delay in (0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
+                await asyncio.sleep(delay)
+                if delay:
+                    cg.kill()  # anything still there (normally nothing)
+                if cg.remove():
+                    return
+        except asyncio.CancelledError:
+            pass
+        with self._lock:  # the watchdog keeps trying
+            self._unremoved.append(cg)
+        self._ensure_watchdog()
+
+    def _result(self, live: _Live, rc: int | None, out: _Capture, err: _Capture, duration: float,
+                waited: tuple[int, object] | None, cg: Usage | None) -> SandboxResult:
+        cpu = peak = None
+        if waited is not None:
+            ru = waited[1]
+            cpu = ru.ru_utime + ru.ru_stime
+            peak = ru.ru_maxrss * 1024
+        if cg is not None:
+            cpu = cg.cpu_time_s if cg.cpu_time_s is not None else cpu
+            peak = cg.peak_memory_bytes if cg.peak_memory_bytes is not None else peak
+        hits: list[str] = []
+        if live.reason in ("timeout", "lifetime"):
+            hits.append(live.reason)
+        if out.truncated or err.truncated:
+            hits.append("output")
+        if cg is not None and cg.oom_kills:
+            hits.append("memory")
+        if cg is not None and cg.pids_max_hits:
+            hits.append("pids")
+        if rc == 128 + signal.SIGXCPU or rc == -signal.SIGXCPU:
+            hits.append("cpu_time")
+        if rc == 128 + signal.SIGXFSZ or rc == -signal.SIGXFSZ:
+            hits.append("file_size")
         return SandboxResult(
-            sandbox_id=sandbox_id,
+            sandbox_id=live.sandbox_id,
             exit_code=rc if rc is not None and rc >= 0 else None,
             signal=-rc if rc is not None and rc < 0 else None,
-            stdout=out,
-            stderr=err,
-            timed_out=timed_out,
-            output_truncated=truncated,
-            duration_s=time.monotonic() - started,
+            stdout=bytes(out.buf),
+            stderr=bytes(err.buf),
+            timed_out=live.reason in ("timeout", "lifetime"),
+            output_truncated=out.truncated or err.truncated,
+            duration_s=duration,
+            cpu_time_s=round(cpu, 6) if cpu is not None else None,
+            peak_memory_bytes=peak,
+            limits_hit=tuple(hits),
         )
 
+    # -- lifetime kill switch and shutdown -------------------------------------
+
     def kill_all(self) -> None:
-        for proc in list(self._running):
-            _kill_tree(proc)
+        """Service shutdown: every running sandbox is killed (each interrupted
+        call then completes as failed)."""
+        with self._lock:
+            live = list(self._live.values())
+        for sb in live:
+            sb.kill("shutdown")
+
+    def close(self) -> None:
+        self.kill_all()
+        self._closed.set()
+
+    def _ensure_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(target=self._watch, name="aecl-sandbox-watchdog", daemon=True)
+                self._watchdog.start()
+
+    def _watch(self) -> None:
+        """The lifetime kill switch, on a thread of its own so that a stuck
+        event loop cannot hold it up. It kills (a) every sandbox the runner
+        knows past its lifetime and (b) from the kernel's view, every sandbox
+        cgroup whose deadline (in its name) has passed, whoever started it."""
+        while not self._closed.wait(WATCHDOG_INTERVAL_S):
+            now = time.monotonic()
+            with self._lock:
+                live = list(self._live.values())
+                unremoved, self._unremoved = self._unremoved, []
+            for sb in live:
+                if now >= sb.lifetime_deadline:
+                    log.warning("sandbox %s reached its lifetime (%g s): killed", sb.sandbox_id, self.profile.lifetime_s)
+                    sb.kill("lifetime")
+            if self.cgroups.enabled:
+                for sid in self.cgroups.sweep(time.time()):
+                    log.warning("sandbox %s outlived its lifetime unnoticed by the runner: killed", sid)
+            still = []
+            for cg in unremoved:
+                cg.kill()
+                if not cg.remove():
+                    still.append(cg)
+            with self._lock:
+                self._unremoved.extend(still)
+                if not self._live and not self._unremoved and not self._cgroups_left():
+                    self._watchdog = None
+                    return
+
+    def _cgroups_left(self) -> bool:
+        for h in self.cgroups.hierarchies:
+            try:
+                if any(n.startswith("sbx_") for n in os.listdir(h.base)):
+                    return True
+            except OSError:
+                pass
+        return False
 
 
-def _kill_tree(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL bubblewrap's process group. Its pid-namespace init then dies with
-    its parent (--die-with-parent), and the kernel kills everything left in
-    the namespace, including double-forked children that ignore SIGTERM."""
-    if proc.returncode is not None:
-        return
+class _Capture:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buf = bytearray()
+        self.truncated = False
+
+
+def _detach(f) -> int:
+    fd = os.dup(f.fileno())
+    f.close()
+    os.set_blocking(fd, False)
+    return fd
+
+
+async def _pump(loop: asyncio.AbstractEventLoop, fd: int, cap: _Capture, on_cap: Callable[[], None]) -> None:
+    """Read a sandbox pipe into a capped buffer; past the cap, kill the
+    sandbox and stop reading: output is never buffered unbounded."""
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            room = cap.cap - len(cap.buf)
+            if len(chunk) <= room:
+                cap.buf += chunk
+                return
+            cap.buf += chunk[:room]
+            cap.truncated = True
+            on_cap()
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _feed(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                n = os.write(fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    loop.remove_writer(fd)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the tool did not read its input; its exit status tells the rest
+    finally:
+        os.close(fd)
+
+
+async def _read_all(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    buf = bytearray()
+    done = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk and len(buf) < 65536:
+            buf.extend(chunk)
+            return
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return bytes(buf)
+
+
+def _child_pid(info: bytes) -> int | None:
+    try:
+        pid = json.loads(info)["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def _pin_child(pid: int, parent: int) -> int | None:
+    """A pidfd on bubblewrap's sandbox init, checked to be bubblewrap's child
+    (so never a recycled pid)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        ppid = -1
+    if ppid != parent:
+        os.close(fd)
+        return None
+    return fd
