@@ -71,23 +71,28 @@ def _keys(paths: list[str]):
     return [load_public_key(Path(p)) for p in paths]
 
 
+def _read_note(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise AuditError(f"{path}: cannot read: {e.strerror}") from None
+
+
 def _trusted(path: str | None, keys) -> Any:
     if path is None:
         return None
     from enforcer.audit.verify import open_trusted_checkpoint
 
-    try:
-        note = Path(path).read_bytes()
-    except OSError as e:
-        raise AuditError(f"{path}: cannot read: {e.strerror}") from None
-    return open_trusted_checkpoint(note, keys)
+    return open_trusted_checkpoint(_read_note(path), keys)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from enforcer.audit.verify import EXIT_CODES, verify_log
 
     keys = _keys(args.pubkey)
-    trusted = _trusted(args.checkpoint, keys)
+    note = _read_note(args.checkpoint)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.perf_counter()
 
@@ -96,7 +101,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"\rverified {n} entries ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
 
     try:
-        report = verify_log(Path(args.log), keys, trusted=trusted, progress=progress if show else None)
+        report = verify_log(Path(args.log), keys, trusted_note=note, progress=progress if show else None)
     except VerificationError as e:
         if show:
             print(file=sys.stderr)
@@ -105,7 +110,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if show:
         print(file=sys.stderr)
     elapsed = time.perf_counter() - started
-    print(f"OK {args.log}: {report.entries} entries, {report.checkpoints} checkpoints; every signature, "
+    segments = f" in {report.segments} segments" if report.segments > 1 else ""
+    print(f"OK {args.log}: {report.entries} entries{segments}, {report.checkpoints} checkpoints; every signature, "
           f"chain link and checkpoint verifies ({elapsed:.2f}s)")
     if report.trusted is not None:
         print(f"trusted checkpoint: the log extends it (size {report.trusted.size} of {report.entries}): "
@@ -116,24 +122,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _leaves_and_records(path: Path, keys) -> tuple[list[bytes], list[dict[str, Any]], Any]:
-    """Verify the log, then return its leaf hashes, records and latest checkpoint."""
-    from enforcer.audit.verify import read_lines, verify_log
+def _leaves_and_records(path: Path, keys) -> tuple[list[bytes], list[dict[str, Any]], Any, tuple]:
+    """Verify the log, then return its leaf hashes, records, latest checkpoint
+    and every key it trusts (including keys handed over by transitions)."""
+    from enforcer.audit.verify import log_lines, verify_log
 
     report = verify_log(path, keys)
     leaves, records = [], []
-    for line in read_lines(path):
+    for line in log_lines(path):
         entry = json.loads(line)
         leaves.append(bytes.fromhex(entry["leaf_hash"]))
         records.append(entry["record"])
-    return leaves, records, report.last_checkpoint
+    return leaves, records, report.last_checkpoint, report.keys
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
     from enforcer.audit.merkle import inclusion_proof, verify_inclusion
 
-    keys = _keys(args.pubkey)
-    leaves, records, latest = _leaves_and_records(Path(args.log), keys)
+    leaves, records, latest, keys = _leaves_and_records(Path(args.log), _keys(args.pubkey))
     cp = _trusted(args.checkpoint, keys) or latest
     if cp is None:
         raise AuditError(f"{args.log}: no checkpoint to prove against (the service writes one on close)")
@@ -156,9 +162,8 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     from enforcer.audit.merkle import consistency_proof, root_hash, verify_consistency
     from enforcer.audit.verify import EXIT_CODES
 
-    keys = _keys(args.pubkey)
+    leaves, _, _, keys = _leaves_and_records(Path(args.log), _keys(args.pubkey))
     old, new = _trusted(args.old, keys), _trusted(args.new, keys)
-    leaves, _, _ = _leaves_and_records(Path(args.log), keys)
     if new.size > len(leaves):
         print(f"FAIL: checkpoint --to covers {new.size} entries, the log has {len(leaves)}", file=sys.stderr)
         return EXIT_CODES["truncated"]
@@ -179,10 +184,10 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from enforcer.audit.verify import read_lines
+    from enforcer.audit.verify import log_lines
 
     story = []
-    for n, line in enumerate(read_lines(Path(args.log)), start=1):
+    for n, line in enumerate(log_lines(Path(args.log)), start=1):
         try:
             record = json.loads(line)["record"]
         except (ValueError, KeyError, TypeError):

@@ -117,6 +117,10 @@ class AuditConfig(_Strict):
     checkpoint_path: Path | None = None
     checkpoint_every: int = Field(default=1000, gt=0)
     checkpoint_interval_s: PositiveFloat = 10.0
+    # After a key rotation: the outgoing key, to sign the hand-over to signing_key.
+    previous_signing_key: Path | None = None
+    # Seal the active file into <path>.seg-<first seq> at this size (off when unset).
+    max_segment_bytes: int | None = Field(default=256 << 20, gt=0)
 
 
 class StateConfig(_Strict):
@@ -166,6 +170,7 @@ _PATH_FIELDS = (
     ("audit", "path"),
     ("audit", "signing_key"),
     ("audit", "checkpoint_path"),
+    ("audit", "previous_signing_key"),
     ("state", "sqlite_path"),
     ("sandbox", "profile"),
 )

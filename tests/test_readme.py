@@ -23,8 +23,8 @@ def stale_copy(tmp_path: Path) -> Path:
     marker = "<!-- help: aecl verify -->\n"
     assert text.count(marker) == 1
     start = text.index(marker)
-    line = "  --pubkey PUBKEY  trusted public key (PEM); repeatable\n"
-    at = text.index(line, start)
+    at = text.index("\n  --pubkey PUBKEY ", start) + 1
+    line = text[at:text.index("\n", at) + 1]
     copy = tmp_path / "README.md"
     copy.write_text(text[:at] + text[at + len(line):], encoding="utf-8")
     return copy

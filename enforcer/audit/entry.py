@@ -39,6 +39,14 @@ GENESIS_PREV = "0" * 64
 TAIL = re.compile(rb',"leaf_hash":"([0-9a-f]{64})","kid":"([0-9a-f]{16})","sig":"([A-Za-z0-9+/]{86}==)"\}\Z')
 
 
+TRANSITION_DOMAIN = b"aecl-key-transition-v1\n"
+
+
+def transition_message(old_kid: str, new_kid: str, new_public_raw: bytes) -> bytes:
+    """What the outgoing key signs to hand the log over to the incoming one."""
+    return TRANSITION_DOMAIN + old_kid.encode() + b"\n" + new_kid.encode() + b"\n" + new_public_raw
+
+
 def signed_body(seq: int, prev: str, record: dict[str, Any]) -> bytes:
     return canonical_json({"seq": seq, "prev": prev, "record": record})
 

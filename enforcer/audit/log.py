@@ -33,10 +33,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enforcer.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from enforcer.audit.entry import GENESIS_PREV, TAIL, Entry, make_entry
+from enforcer.audit.entry import GENESIS_PREV, TAIL, Entry, make_entry, transition_message
 from enforcer.audit.keys import key_id
 from enforcer.audit.merkle import CompactTree
 from enforcer.errors import AuditError
@@ -61,34 +62,68 @@ class AuditLog:
         checkpoint_path: Path | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 10.0,
+        max_segment_bytes: int | None = None,
+        previous_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.path = path
         self._sign = signing_key.sign
         self.kid = key_id(signing_key.public_key())
-        self.origin = origin or default_origin(self.kid)
-        self._note_signer = NoteSigner(self.origin, signing_key)
         self.checkpoint_path = checkpoint_path or path.with_name(path.name + ".checkpoint")
         self._cp_every = checkpoint_every
         self._cp_interval = checkpoint_interval_s
+        self._max_segment = max_segment_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        # One writer per log, across its segments: the lock outlives rotations.
+        self._lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o640)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            os.close(self._lock_fd)
             raise AuditError(f"{path}: another process holds the audit log; one writer per file") from None
-        self._fd = fd
+        fd = self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        sealed = sealed_segments(path)
         self._next_seq, self._prev = _recover_tail(fd, path)
-        self._tree, self._last_cp_size = _rebuild_tree(fd, path, self._next_seq)
+        if self._next_seq == 0 and sealed:  # a fresh active segment continues the sealed ones
+            self._next_seq, self._prev = _last_entry(sealed[-1])
+        self._segment_first = self._next_seq - _count_lines(fd)
+        self._tree, self._last_cp_size, last_origin = _rebuild_tree([*sealed, path], self._next_seq)
+        # A log keeps its name across key rotations: the first key names it.
+        self.origin = origin or last_origin or default_origin(self.kid)
+        self._note_signer = NoteSigner(self.origin, signing_key)
         self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: AuditError | None = None
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
+        self._hand_over_key(signing_key, previous_key)
 
     @property
     def size(self) -> int:
         return self._next_seq
+
+    def _hand_over_key(self, key: Ed25519PrivateKey, previous: Ed25519PrivateKey | None) -> None:
+        """After a key rotation, the first entry is a transition signed by both
+        keys: the old one signs the statement inside it, the new one the entry.
+        A verifier that trusts the old key then trusts the new one from there."""
+        last_kid = _last_kid([*sealed_segments(self.path), self.path])
+        if last_kid is None or last_kid == self.kid:
+            return
+        if previous is None or key_id(previous.public_key()) != last_kid:
+            log.warning("%s: the log was signed by key %s and continues with key %s without a transition "
+                        "entry (set audit.previous_signing_key); auditors need both public keys",
+                        self.path, last_kid, self.kid)
+            return
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.append({
+            "event_id": "evt_" + uuid.uuid4().hex,
+            "kind": "key_transition",
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "old_kid": last_kid,
+            "new_kid": self.kid,
+            "new_public_key": base64.b64encode(raw).decode(),
+            "old_signature": base64.b64encode(previous.sign(transition_message(last_kid, self.kid, raw))).decode(),
+        })
+        log.warning("audit signing key rotated: %s -> %s (transition entry written)", last_kid, self.kid)
 
     def submit(self, record: dict[str, Any]) -> Future[Entry]:
         fut: Future[Entry] = Future()
@@ -107,8 +142,11 @@ class AuditLog:
             self._queue.put(_STOP)
             self._thread.join()
         if self._fd >= 0:
-            os.close(self._fd)  # also releases the flock
+            os.close(self._fd)
             self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
 
     def _run(self) -> None:
         while True:
@@ -133,6 +171,7 @@ class AuditLog:
                 batch.append(nxt)
             self._write_batch(batch)
             self._maybe_checkpoint()
+            self._maybe_rotate()
             if stop:
                 self._checkpoint_now()
                 return
@@ -174,7 +213,32 @@ class AuditLog:
         for entry, fut in entries:
             fut.set_result(entry)
 
-    # -- checkpoints (writer thread only) ------------------------------------
+    # -- segments and checkpoints (writer thread only) ------------------------
+
+    def _maybe_rotate(self) -> None:
+        """Seal the active file once it reaches max_segment_bytes. Each sealed
+        segment ends with a checkpoint, and the next one continues its seq,
+        chain and Merkle tree: segments are one log cut into files."""
+        if self._max_segment is None or self._failure is not None:
+            return
+        if os.fstat(self._fd).st_size < self._max_segment:
+            return
+        self._checkpoint_now()
+        sealed = self.path.with_name(f"{self.path.name}.seg-{self._segment_first:012d}")
+        try:
+            os.fsync(self._fd)
+            os.chmod(self.path, 0o440)
+            os.rename(self.path, sealed)
+            _fsync_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as e:
+            self._failure = AuditError(f"{self.path}: segment rotation failed, refusing further appends: {e}")
+            log.critical("%s", self._failure)
+            return
+        os.close(self._fd)
+        self._fd = fd
+        self._segment_first = self._next_seq
+        log.info("audit log segment sealed as %s", sealed)
 
     def _maybe_checkpoint(self, force_time: bool = False) -> None:
         new = self._tree.size - self._last_cp_size
@@ -218,30 +282,72 @@ def _replace_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
 
 
-def _rebuild_tree(fd: int, path: Path, expected: int) -> tuple[CompactTree, int]:
-    """The Merkle tree of the existing entries, and the size the last
-    checkpoint entry covered. Reads only each line's fixed-shape tail."""
-    tree = CompactTree()
-    last_cp = 0
+def sealed_segments(path: Path) -> list[Path]:
+    """The sealed segments of a log, oldest first (their names sort by first seq)."""
+    return sorted(path.parent.glob(path.name + ".seg-" + "[0-9]" * 12))
+
+
+def _last_kid(files: list[Path]) -> str | None:
+    for f in reversed(files):
+        if f.exists() and f.stat().st_size:
+            with f.open("rb") as fh:
+                for last in fh:
+                    pass
+            m = TAIL.search(last.rstrip(b"\n"))
+            return m.group(2).decode() if m else None
+    return None
+
+
+def _count_lines(fd: int) -> int:
     with open(os.dup(fd), "rb", closefd=True) as f:
         f.seek(0)
-        for line in f:
-            m = TAIL.search(line.rstrip(b"\n"))
-            if m is None:
-                raise AuditError(f"{path}: line {tree.size + 1} is not an audit entry; run `aecl verify`")
-            if b'"kind":"checkpoint"' in line and json.loads(line)["record"].get("kind") == "checkpoint":
-                last_cp = tree.size
-            tree.append(bytes.fromhex(m.group(1).decode()))
+        return sum(1 for _ in f)
+
+
+def _last_entry(segment: Path) -> tuple[int, str]:
+    with segment.open("rb") as f:
+        last = None
+        for last in f:
+            pass
+    if last is None:
+        raise AuditError(f"{segment}: empty sealed segment; run `aecl verify`")
+    entry = json.loads(last)
+    return int(entry["seq"]) + 1, str(entry["leaf_hash"])
+
+
+def _rebuild_tree(files: list[Path], expected: int) -> tuple[CompactTree, int, str | None]:
+    """The Merkle tree of the existing entries, the size the last checkpoint
+    entry covered, and its origin. Reads only each line's fixed-shape tail."""
+    tree = CompactTree()
+    last_cp = 0
+    origin = None
+    for path in files:
+        with path.open("rb") as f:
+            for line in f:
+                m = TAIL.search(line.rstrip(b"\n"))
+                if m is None:
+                    raise AuditError(f"{path}: entry {tree.size} is not an audit entry; run `aecl verify`")
+                if b'"kind":"checkpoint"' in line:
+                    record = json.loads(line)["record"]
+                    if record.get("kind") == "checkpoint":
+                        last_cp = tree.size
+                        origin = str(record.get("note", "")).split("\n", 1)[0] or origin
+                tree.append(bytes.fromhex(m.group(1).decode()))
     if tree.size != expected:
-        raise AuditError(f"{path}: {tree.size} entries but the last is numbered {expected - 1}; run `aecl verify`")
-    return tree, (tree.size if last_cp == tree.size - 1 and tree.size else last_cp)
+        raise AuditError(f"{files[-1]}: {tree.size} entries but the last is numbered {expected - 1}; "
+                         "run `aecl verify`")
+    return tree, (tree.size if last_cp == tree.size - 1 and tree.size else last_cp), origin
 
 
 def _recover_tail(fd: int, path: Path) -> tuple[int, str]:

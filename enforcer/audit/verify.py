@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from enforcer.audit.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
-from enforcer.audit.entry import GENESIS_PREV, leaf_hash, signature_message, split_line
+from enforcer.audit.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint, parse_checkpoint
+from enforcer.audit.entry import GENESIS_PREV, leaf_hash, signature_message, split_line, transition_message
 from enforcer.audit.keys import key_id
 from enforcer.audit.merkle import CompactTree
 from enforcer.errors import AuditError, VerificationError
@@ -61,6 +62,7 @@ EXIT_CODES = {
     "truncated": 17,
 }
 _FIELDS = {"seq", "prev", "record", "leaf_hash", "kid", "sig"}
+_KEPT_KINDS = {"checkpoint", "key_transition"}
 # Below this size a process pool costs more than it saves.
 _PARALLEL_FROM_BYTES = 4 << 20
 
@@ -74,7 +76,9 @@ class Checked:
     leaf_hash: str
     # The first failure among the line-local steps 4-6, checked after 2-3.
     late_failure: tuple[str, str] | None
-    record: dict[str, Any] | None  # kept only for checkpoint entries
+    record: dict[str, Any] | None  # kept only for checkpoint and key transition entries
+    kid: str = ""
+    sig: str = ""
 
 
 def _raw_keys(keys: Iterable[Ed25519PublicKey]) -> dict[str, bytes]:
@@ -103,8 +107,8 @@ def check_line(n: int, raw: bytes, verifiers: dict[str, VerifyKey]) -> Checked:
             verifiers[kid].verify(signature_message(bytes.fromhex(claimed)), base64.b64decode(sig, validate=True))
         except (BadSignatureError, binascii.Error, ValueError):
             late = ("signature", "Ed25519 signature does not verify")
-    keep = entry["record"] if entry["record"].get("kind") == "checkpoint" else None
-    return Checked(entry["seq"], entry["prev"], claimed, late, keep)
+    keep = entry["record"] if entry["record"].get("kind") in _KEPT_KINDS else None
+    return Checked(entry["seq"], entry["prev"], claimed, late, keep, kid, sig)
 
 
 def _check_lines(lines: Iterable[bytes], raw_keys: dict[str, bytes]) -> list[Checked | tuple[int, str]]:
@@ -148,9 +152,11 @@ def _ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     return list(zip(cuts, cuts[1:]))
 
 
-def iter_checked_file(path: Path, keys: Iterable[Ed25519PublicKey], *,
-                      workers: int | None = None) -> Iterator[Checked]:
-    """Every line of a log file checked in order (all six steps); raises on the first failure."""
+def iter_checked_file(path: Path, keys: Iterable[Ed25519PublicKey], *, workers: int | None = None,
+                      first_seq: int = 0, prev: str = GENESIS_PREV,
+                      learned: dict[str, VerifyKey] | None = None) -> Iterator[Checked]:
+    """Every line of a log file checked in order (all six steps); raises on the
+    first failure. A segment after the first starts at first_seq and chains to prev."""
     raw_keys = _raw_keys(keys)
     workers = workers or os.cpu_count() or 1
     try:
@@ -158,12 +164,13 @@ def iter_checked_file(path: Path, keys: Iterable[Ed25519PublicKey], *,
     except OSError as e:
         raise AuditError(f"{path}: cannot read: {e.strerror}") from e
     if workers == 1 or size < _PARALLEL_FROM_BYTES:
-        yield from _in_order([_check_lines(read_lines(path), raw_keys)])
+        yield from _in_order([_check_lines(read_lines(path), raw_keys)], first_seq, prev, learned)
         return
     jobs = [(str(path), a, b, raw_keys) for a, b in _ranges(path, workers * 8)]
-    # fork: the workers need nothing but this module, and start in milliseconds.
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from _in_order(pool.imap(_check_range, jobs, chunksize=1))
+    # spawn, not fork: a fork of a threaded process (the service, a test run)
+    # can copy a held lock into the worker and hang it.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from _in_order(pool.imap(_check_range, jobs, chunksize=1), first_seq, prev, learned)
 
 
 def iter_checked(lines: Iterable[bytes], keys: Iterable[Ed25519PublicKey]) -> Iterator[Checked]:
@@ -171,20 +178,34 @@ def iter_checked(lines: Iterable[bytes], keys: Iterable[Ed25519PublicKey]) -> It
     yield from _in_order([_check_lines(lines, _raw_keys(keys))])
 
 
-def _in_order(results: Iterable[list[Checked | tuple[int, str]]]) -> Iterator[Checked]:
-    prev = GENESIS_PREV
-    n = 0
+def _verify_learned(n: int, item: Checked, learned: dict[str, VerifyKey]) -> None:
+    try:
+        learned[item.kid].verify(signature_message(bytes.fromhex(item.leaf_hash)), base64.b64decode(item.sig))
+    except (BadSignatureError, binascii.Error, ValueError):
+        raise VerificationError(n, "signature", "Ed25519 signature does not verify") from None
+
+
+def _in_order(results: Iterable[list[Checked | tuple[int, str]]], first_seq: int = 0,
+              prev: str = GENESIS_PREV, learned: dict[str, VerifyKey] | None = None) -> Iterator[Checked]:
+    n = 0  # line number within this file
     for batch in results:
         for item in batch:
             n += 1
             if isinstance(item, tuple):
                 raise VerificationError(n, "malformed", item[1])
-            if type(item.seq) is not int or item.seq != n - 1:
-                raise VerificationError(n, "sequence", f"seq is {item.seq!r}, expected {n - 1}")
+            expected = first_seq + n - 1
+            if type(item.seq) is not int or item.seq != expected:
+                raise VerificationError(n, "sequence", f"seq is {item.seq!r}, expected {expected}")
             if item.prev != prev:
                 raise VerificationError(n, "chain", "prev does not match the hash of the previous entry")
             if item.late_failure is not None:
-                raise VerificationError(n, *item.late_failure)
+                if item.late_failure[0] != "unknown_key" or learned is None:
+                    raise VerificationError(n, *item.late_failure)
+                if item.kid in learned:  # signed by a key a transition entry handed over
+                    _verify_learned(n, item, learned)
+                elif (item.record or {}).get("kind") != "key_transition":
+                    raise VerificationError(n, *item.late_failure)
+                # else: a transition signed by its new key; the caller checks it
             prev = item.leaf_hash
             yield item
 
@@ -212,6 +233,14 @@ def read_lines(path: Path) -> Iterator[bytes]:
         raise AuditError(f"{path}: cannot read: {e.strerror}") from e
 
 
+def log_lines(path: Path) -> Iterator[bytes]:
+    """Every line of a log, across its sealed segments, oldest first."""
+    from enforcer.audit.log import sealed_segments
+
+    for f in [*sealed_segments(path), path]:
+        yield from read_lines(f)
+
+
 def verify_file(path: Path, keys: Iterable[Ed25519PublicKey], *,
                 progress: Callable[[int], None] | None = None, workers: int | None = None) -> int:
     return verify_log(path, keys, progress=progress, workers=workers).entries
@@ -223,6 +252,19 @@ class VerifyReport:
     checkpoints: int
     last_checkpoint: Checkpoint | None
     trusted: Checkpoint | None
+    segments: int = 1
+    # The keys given plus those handed over by key transitions in the log.
+    keys: tuple[Ed25519PublicKey, ...] = ()
+
+
+def parse_trusted_checkpoint(note: bytes) -> Checkpoint:
+    """The checkpoint inside an auditor's note, signature not yet checked:
+    it may be signed by a key the log hands over later (verify_log checks it
+    once the log's key transitions are known)."""
+    try:
+        return parse_checkpoint(note.rpartition(b"\n\n")[0] + b"\n")
+    except CheckpointError as e:
+        raise AuditError(f"the trusted checkpoint is malformed: {e}") from None
 
 
 def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Checkpoint:
@@ -235,17 +277,65 @@ def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Ch
     return cp
 
 
-def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted: Checkpoint | None = None,
+def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted_note: bytes | None = None,
                progress: Callable[[int], None] | None = None, workers: int | None = None) -> VerifyReport:
+    """The whole log: its sealed segments (path.seg-*), oldest first, then path.
+    `trusted_note` is a signed checkpoint the auditor kept elsewhere."""
+    from enforcer.audit.log import sealed_segments
+
     keys = list(keys)
-    tree = CompactTree()
-    checkpoints = 0
-    last: Checkpoint | None = None
+    trusted = parse_trusted_checkpoint(trusted_note) if trusted_note is not None else None
+    files = [*sealed_segments(path), path]
+    state = _State()
+    for i, f in enumerate(files):
+        try:
+            _verify_segment(f, keys, state, trusted, progress, workers)
+        except VerificationError as e:
+            if len(files) > 1:  # name the file: line numbers are per file
+                raise VerificationError(e.line, e.kind, f"in {f.name}: {str(e).split(': ', 2)[-1]}") from None
+            raise
+        if i < len(files) - 1 and state.n_in_file == 0:
+            raise VerificationError(1, "malformed", f"sealed segment {f.name} is empty")
+    tree = state.tree
+    if trusted is not None:
+        if trusted.size > tree.size:
+            raise VerificationError(state.n_in_file + 1, "truncated",
+                                    f"the trusted checkpoint covers {trusted.size} entries, the log has "
+                                    f"{tree.size}: entries were cut from its end")
+        if trusted.size == tree.size and tree.root() != trusted.root:
+            raise VerificationError(state.n_in_file, "checkpoint", f"the {trusted.size} entries do not have the "
+                                    "trusted checkpoint's root: the log was rolled back or forked")
+    all_keys = [*keys, *state.learned_pub]
+    if trusted_note is not None:
+        open_trusted_checkpoint(trusted_note, all_keys)  # its signature, now that every key is known
+    return VerifyReport(tree.size, state.checkpoints, state.last, trusted, len(files), tuple(all_keys))
+
+
+class _State:
+    def __init__(self) -> None:
+        self.tree = CompactTree()
+        self.prev = GENESIS_PREV
+        self.checkpoints = 0
+        self.last: Checkpoint | None = None
+        self.n_in_file = 0
+        # Keys handed over by key_transition entries signed by a trusted key.
+        self.learned: dict[str, VerifyKey] = {}
+        self.learned_pub: list[Ed25519PublicKey] = []
+
+
+def _verify_segment(path: Path, keys: list[Ed25519PublicKey], state: _State, trusted: Checkpoint | None,
+                    progress: Callable[[int], None] | None, workers: int | None) -> None:
+    tree = state.tree
     n = 0
-    for n, item in enumerate(iter_checked_file(path, keys, workers=workers), start=1):
-        if item.record is not None:
-            last = _check_checkpoint(n, item.record, tree, keys)
-            checkpoints += 1
+    checked = iter_checked_file(path, keys, workers=workers, first_seq=tree.size, prev=state.prev,
+                                learned=state.learned)
+    for n, item in enumerate(checked, start=1):
+        kind = item.record.get("kind") if item.record is not None else None
+        if kind == "key_transition":
+            _learn_key(n, item, [*keys, *state.learned_pub], state)
+        elif kind == "checkpoint":
+            last = state.last = _check_checkpoint(n, item.record, tree, [*keys, *state.learned_pub])
+            state.checkpoints += 1
             if trusted is not None and last.origin != trusted.origin:
                 raise VerificationError(n, "checkpoint", f"the log's origin {last.origin!r} is not the trusted "
                                                          f"checkpoint's {trusted.origin!r}")
@@ -253,17 +343,33 @@ def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted: Checkpo
             raise VerificationError(n, "checkpoint", f"the first {trusted.size} entries do not have the trusted "
                                                      "checkpoint's root: the log was rolled back or forked")
         tree.append(bytes.fromhex(item.leaf_hash))
-        if progress is not None and n % 4096 == 0:
-            progress(n)
-    if trusted is not None:
-        if trusted.size > tree.size:
-            raise VerificationError(tree.size + 1, "truncated",
-                                    f"the trusted checkpoint covers {trusted.size} entries, the log has "
-                                    f"{tree.size}: entries were cut from its end")
-        if trusted.size == tree.size and tree.root() != trusted.root:
-            raise VerificationError(n, "checkpoint", f"the {trusted.size} entries do not have the trusted "
-                                                     "checkpoint's root: the log was rolled back or forked")
-    return VerifyReport(tree.size, checkpoints, last, trusted)
+        state.prev = item.leaf_hash
+        if progress is not None and tree.size % 4096 == 0:
+            progress(tree.size)
+    state.n_in_file = n
+
+
+def _learn_key(n: int, item: Checked, trusted: list[Ed25519PublicKey], state: _State) -> None:
+    """A key_transition entry: the outgoing (trusted) key's signature over the
+    hand-over, and the entry itself signed by one of the two keys."""
+    r = item.record
+    by_kid = {key_id(k): k for k in trusted}
+    old = by_kid.get(r.get("old_kid"))
+    if old is None:
+        raise VerificationError(n, "unknown_key", f"key transition from untrusted key {r.get('old_kid')!r}")
+    try:
+        raw = base64.b64decode(str(r.get("new_public_key")), validate=True)
+        new = Ed25519PublicKey.from_public_bytes(raw)
+        old.verify(base64.b64decode(str(r.get("old_signature")), validate=True),
+                   transition_message(r["old_kid"], str(r.get("new_kid")), raw))
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        raise VerificationError(n, "signature", "key transition not signed by the outgoing key") from None
+    if key_id(new) != r.get("new_kid") or item.kid not in (r["old_kid"], r["new_kid"]):
+        raise VerificationError(n, "signature", "key transition names a key other than the one it carries")
+    state.learned[key_id(new)] = VerifyKey(raw)
+    state.learned_pub.append(new)
+    if item.kid == r["new_kid"] and item.late_failure is not None:
+        _verify_learned(n, item, state.learned)
 
 
 def _check_checkpoint(n: int, record: dict[str, Any], tree: CompactTree,

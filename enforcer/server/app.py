@@ -68,6 +68,9 @@ def build_components(
         config.audit.path, signing_key, origin=config.audit.origin,
         checkpoint_path=config.audit.checkpoint_path, checkpoint_every=config.audit.checkpoint_every,
         checkpoint_interval_s=config.audit.checkpoint_interval_s,
+        max_segment_bytes=config.audit.max_segment_bytes,
+        previous_key=(load_signing_key(config.audit.previous_signing_key)
+                      if config.audit.previous_signing_key else None),
     )
     store = SqliteStateStore(config.state.sqlite_path)
     pipeline = Pipeline(
