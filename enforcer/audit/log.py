@@ -93,6 +93,8 @@ class AuditLog:
         self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: AuditError | None = None
+        self._closed = False
+        self._submit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
         self._hand_over_key(signing_key, previous_key)
@@ -127,10 +129,13 @@ class AuditLog:
 
     def submit(self, record: dict[str, Any]) -> Future[Entry]:
         fut: Future[Entry] = Future()
-        if self._failure is not None:
-            fut.set_exception(self._failure)
-        else:
-            self._queue.put((record, fut))
+        with self._submit_lock:
+            if self._failure is not None:
+                fut.set_exception(self._failure)
+            elif self._closed:
+                fut.set_exception(AuditError(f"{self.path}: the audit log is closed"))
+            else:
+                self._queue.put((record, fut))
         return fut
 
     def append(self, record: dict[str, Any]) -> Entry:
@@ -138,8 +143,13 @@ class AuditLog:
         return self.submit(record).result()
 
     def close(self) -> None:
+        with self._submit_lock:
+            # Late submitters fail at once instead of waiting on a stopped writer;
+            # everything submitted before is written before the writer stops.
+            already, self._closed = self._closed, True
+            if not already:
+                self._queue.put(_STOP)
         if self._thread.is_alive():
-            self._queue.put(_STOP)
             self._thread.join()
         if self._fd >= 0:
             os.close(self._fd)

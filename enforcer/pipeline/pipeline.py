@@ -155,11 +155,30 @@ class Pipeline:
             )
         except SandboxError as e:
             # The approval is on record; so must be the fact that nothing ran.
-            result = SandboxResult(sandbox_id="", exit_code=None, signal=None, stdout=b"", stderr=b"",
-                                   timed_out=False, output_truncated=False, duration_s=0.0)
+            result = _NOTHING_RAN
             status, output, error = "failed", None, f"the sandbox could not start: {e}"
+        except asyncio.CancelledError:
+            # Shutdown (or a cancelled RPC): the runner killed the sandbox. The
+            # call's story must still end in the log, as a failure.
+            record = self._execution_record(req, decision, t0, _NOTHING_RAN, "failed",
+                                            "interrupted: the call was cancelled (service shutdown) and its "
+                                            "sandbox was killed")
+            try:
+                await asyncio.shield(self._append(record))
+            except AeclError as e:
+                log.critical("interrupted call %s could not be logged: %s", decision.decision_id, e)
+            raise
         else:
             status, output, error = interpret_result(result)
+        exec_record = self._execution_record(req, decision, t0, result, status, error)
+        entry = await self._append(exec_record)
+        return ExecuteResult(
+            decision, status, entry["event_id"], output=output, error=error,
+            sandbox_id=result.sandbox_id, output_truncated=result.output_truncated,
+        )
+
+    def _execution_record(self, req: CallRequest, decision: Decision, t0: float, result: SandboxResult,
+                          status: str, error: str) -> dict[str, Any]:
         exec_record = records.base_record(
             "execution", "Execute", now=self.clock(), agent_id=req.agent_id, task_id=req.task_id,
             action_name=req.tool, input_payload={"args": req.args}, policy_revision=decision.policy_revision,
@@ -182,11 +201,7 @@ class Pipeline:
             },
             limits_hit=list(result.limits_hit),
         )
-        entry = await self._append(exec_record)
-        return ExecuteResult(
-            decision, status, entry["event_id"], output=output, error=error,
-            sandbox_id=result.sandbox_id, output_truncated=result.output_truncated,
-        )
+        return exec_record
 
     # -- stages ------------------------------------------------------------
 
@@ -269,9 +284,15 @@ class Pipeline:
         )
 
 
+_NOTHING_RAN = SandboxResult(sandbox_id="", exit_code=None, signal=None, stdout=b"", stderr=b"",
+                             timed_out=False, output_truncated=False, duration_s=0.0)
+
+
 def interpret_result(result: SandboxResult) -> tuple[str, dict[str, Any] | None, str]:
     """Map a sandbox run to (status, output, error). Only a clean exit with a
     JSON object on stdout is success; anything else is a clear failure."""
+    if "shutdown" in result.limits_hit:
+        return "failed", None, "interrupted: the service shut down and killed the sandbox"
     if result.timed_out:
         return "failed", None, "timeout: the tool ran past its time limit and was killed with its children"
     if result.output_truncated:

@@ -391,7 +391,7 @@ class BwrapRunner:
             cpu = cg.cpu_time_s if cg.cpu_time_s is not None else cpu
             peak = cg.peak_memory_bytes if cg.peak_memory_bytes is not None else peak
         hits: list[str] = []
-        if live.reason in ("timeout", "lifetime"):
+        if live.reason in ("timeout", "lifetime", "shutdown"):
             hits.append(live.reason)
         if out.truncated or err.truncated:
             hits.append("output")

@@ -160,5 +160,8 @@ async def serve(
             watcher.cancel()
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
+        # Kill running sandboxes first: their calls then finish as logged
+        # failures while the audit log is still open, within the grace period.
+        components.sandbox.kill_all()
         await server.stop(grace=5)
         components.close()

@@ -5,6 +5,7 @@ loop or the service."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import textwrap
@@ -18,6 +19,8 @@ import yaml
 from google.protobuf import json_format
 
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
+from enforcer.audit.keys import load_public_key
+from enforcer.audit.verify import verify_file
 from tests.conftest import Service, write_config
 from tests.sandbox.conftest import host_pids_with
 from tests.server.test_acceptance import decide, entry_for, execute, start
@@ -199,6 +202,11 @@ def test_a_service_shutdown_kills_every_sandbox(tmp_path):
         t.join(10)
     finally:
         svc.stop()
+    # The interrupted call is logged as failed, and the log still verifies.
+    records = [json.loads(line)["record"] for line in svc.log_lines()]
+    [interrupted] = [r for r in records if r["kind"] == "execution"]
+    assert interrupted["outcome"] == "failed" and interrupted["reason"].startswith("interrupted")
+    assert verify_file(svc.audit_path, [load_public_key(svc.pubkey)]) == len(records)
     # ...and a new instance starts clean.
     again = Service(svc.config_path)
     try:
