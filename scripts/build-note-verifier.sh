@@ -51,41 +51,14 @@ exec 9>"$cache/.lock"
 flock -w 900 9 || { say "timed out waiting for another build ($cache/.lock)"; exit 1; }
 if [ "$force" = 0 ] && cached; then echo "$bin"; exit 0; fi
 
-mirror=${AECL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[ -r "$keyring" ] || { say "missing $keyring (Debian package debian-archive-keyring)"; exit 1; }
-
+. "$repo/scripts/lib/private-apt.sh"
 apt=$cache/apt
 root=$cache/root
 rm -rf "$apt" "$root" "$cache/debs" "$cache/gocache"
-mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$cache/bin" "$cache/debs" "$root"
-: > "$apt/status"
-cat > "$apt/etc/sources.list" <<EOT
-deb [signed-by=$keyring] $mirror forky main
-deb [signed-by=$keyring] $mirror sid main
-EOT
+mkdir -p "$cache/bin" "$cache/debs" "$root"
+private_apt_init "$apt" forky sid
 
-aptopts=(
-  -o "Dir::Etc::SourceList=$apt/etc/sources.list"
-  -o "Dir::Etc::SourceParts=/nonexistent"
-  -o "Dir::Etc::Preferences=/nonexistent"
-  -o "Dir::Etc::PreferencesParts=$apt/etc/preferences.d"
-  -o "Dir::State=$apt"
-  -o "Dir::State::Lists=$apt/lists"
-  -o "Dir::State::status=$apt/status"
-  -o "Dir::Cache=$apt"
-  -o "Dir::Cache::archives=$apt/archives"
-  -o "APT::Architecture=$(dpkg --print-architecture)"
-  -o "APT::Get::List-Cleanup=0"
-  -o "Debug::NoLocking=1"
-  -o "Acquire::Languages=none"
-  -o "APT::Sandbox::User=$(id -un)"
-)
-
-say "fetching package lists (forky, sid) into $apt"
-apt-get "${aptopts[@]}" -qq update
-
-gover=$(apt-cache "${aptopts[@]}" pkgnames golang-1. | sed -n 's/^golang-\(1\.[0-9]*\)-go$/\1/p' | sort -t. -k2 -n | tail -n1)
+gover=$(newest_go_version)
 [ -n "$gover" ] || { say "no golang-1.x-go package found"; exit 1; }
 pkgs=(golang-golang-x-mod-dev "golang-$gover-go" "golang-$gover-src")
 say "downloading ${pkgs[*]}"

@@ -37,49 +37,21 @@ if [ "$force" = 0 ]; then
   if works "$cache/bin/opa"; then echo "$cache/bin/opa"; exit 0; fi
 fi
 
-mirror=${AECL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-[ -r "$keyring" ] || { say "missing $keyring (Debian package debian-archive-keyring)"; exit 1; }
-
+. "$repo/scripts/lib/private-apt.sh"
 apt=$cache/apt
 rm -rf "$apt" "$cache/root" "$cache/debs"
-mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$cache/bin" "$cache/debs"
-: > "$apt/status"
-cat > "$apt/etc/sources.list" <<EOF
-deb [signed-by=$keyring] $mirror forky main
-deb [signed-by=$keyring] $mirror sid main
-deb [signed-by=$keyring] $mirror trixie main
-EOF
+mkdir -p "$apt/etc/preferences.d" "$cache/bin" "$cache/debs"
 # Pin the one package whose newest version breaks OPA's build.
-cat > "$apt/etc/preferences.d/tablewriter" <<'EOF'
+cat > "$apt/etc/preferences.d/tablewriter" <<'PIN'
 Package: golang-github-olekukonko-tablewriter-dev
 Pin: release n=trixie
 Pin-Priority: 1001
-EOF
-
-aptopts=(
-  -o "Dir::Etc::SourceList=$apt/etc/sources.list"
-  -o "Dir::Etc::SourceParts=/nonexistent"
-  -o "Dir::Etc::Preferences=/nonexistent"
-  -o "Dir::Etc::PreferencesParts=$apt/etc/preferences.d"
-  -o "Dir::State=$apt"
-  -o "Dir::State::Lists=$apt/lists"
-  -o "Dir::State::status=$apt/status"
-  -o "Dir::Cache=$apt"
-  -o "Dir::Cache::archives=$apt/archives"
-  -o "APT::Architecture=$(dpkg --print-architecture)"
-  -o "APT::Get::List-Cleanup=0"
-  -o "Debug::NoLocking=1"
-  -o "Acquire::Languages=none"
-  -o "APT::Sandbox::User=$(id -un)"
-)
+PIN
+private_apt_init "$apt" forky sid trixie
 nopin=("${aptopts[@]}" -o "Dir::Etc::PreferencesParts=/nonexistent")
 
-say "fetching package lists (forky, sid, trixie) into $apt"
-apt-get "${aptopts[@]}" -qq update
-
 # The newest Go toolchain the archive offers.
-gover=$(apt-cache "${aptopts[@]}" pkgnames golang-1. | sed -n 's/^golang-\(1\.[0-9]*\)-go$/\1/p' | sort -t. -k2 -n | tail -n1)
+gover=$(newest_go_version)
 [ -n "$gover" ] || { say "no golang-1.x-go package found"; exit 1; }
 say "Go toolchain: golang-$gover-go"
 

@@ -1,16 +1,14 @@
-"""The v1 sandbox, for real under bubblewrap: no network, no writes outside
-its tmpfs, none of the service's environment, and a timeout that kills the
-whole process tree."""
+"""The sandbox basics, for real under bubblewrap: the tool contract, no
+writes outside its tmpfs, none of the service's environment, the output cap.
+The network, timeout and resource cases are in test_escape.py and
+test_limits.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import socket
 import textwrap
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -39,44 +37,6 @@ def test_tool_gets_args_on_stdin_and_answers_on_stdout(runner):
                stdin=b'{"x": 1}')
     assert r.exit_code == 0 and json.loads(r.stdout) == {"got": {"x": 1}}
     assert r.sandbox_id.startswith("sbx_")
-
-
-def test_host_loopback_listener_is_unreachable(runner):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(0.5)
-    port = srv.getsockname()[1]
-    accepted = []
-
-    def accept():
-        try:
-            accepted.append(srv.accept())
-        except OSError:
-            pass
-
-    t = threading.Thread(target=accept)
-    t.start()
-    r = run_py(runner, f"""
-        import socket, json
-        out = {{}}
-        try:
-            socket.create_connection(("127.0.0.1", {port}), timeout=2); out["tcp"] = "connected"
-        except OSError as e:
-            out["tcp"] = type(e).__name__
-        try:
-            socket.getaddrinfo("deb.debian.org", 80); out["dns"] = "resolved"
-        except OSError as e:
-            out["dns"] = type(e).__name__
-        import os
-        out["ifaces"] = sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else []
-        print(json.dumps(out))
-    """)
-    t.join()
-    srv.close()
-    out = json.loads(r.stdout)
-    assert out["tcp"] != "connected" and not accepted
-    assert out["dns"] != "resolved"
 
 
 def test_cannot_write_outside_its_tmpfs(runner, tmp_path):
@@ -115,30 +75,6 @@ def test_sees_none_of_the_service_environment(runner, monkeypatch):
     assert secret not in r.stdout.decode()
     assert set(dump["environ"]) <= set(PROFILE.env) | {"PWD", "LC_CTYPE", "SHLVL", "_"}
     assert len({k.split("/")[0] for k in dump["proc"]}) <= 3  # only the sandbox's own processes
-
-
-def test_timeout_kills_the_tool_and_its_children(runner):
-    marker = "aecl-orphan-" + uuid.uuid4().hex
-    started = time.monotonic()
-    r = run_py(runner, f"""
-        import os, signal, time, sys
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                os.execv("/usr/bin/python3", ["python3", "-c", "import time; time.sleep(600)", "{marker}"])
-            os._exit(0)
-        time.sleep(600)
-    """, timeout=1.5)
-    assert r.timed_out and r.exit_code is None or r.signal is not None
-    assert time.monotonic() - started < 15
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, marker)]
-        if not alive:
-            break
-        time.sleep(0.1)
-    assert not alive, f"orphaned sandbox processes survived: {alive}"
 
 
 def _cmdline_has(pid: str, marker: str) -> bool:
