@@ -204,9 +204,16 @@ def replay(entries: Iterable[dict[str, Any]], engine: Any) -> ReplayReport:
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:
-    """The log's entries in order. A line that is not a JSON object with a
-    `record` object stops the replay with an error naming the line; nothing
-    here checks signatures (that is `aecl verify`)."""
+    """The log's entries in order, across its sealed segments. A line that is
+    not a JSON object with a `record` object stops the replay with an error
+    naming the file and line; nothing here checks signatures (that is `aecl verify`)."""
+    from enforcer.audit.log import sealed_segments
+
+    for segment in [*sealed_segments(path), path]:
+        yield from _read_file(segment)
+
+
+def _read_file(path: Path) -> Iterator[dict[str, Any]]:
     name = str(path)
     try:
         f = path.open("rb")

@@ -80,3 +80,13 @@ def test_prove_and_replay_read_across_segments(tmp_path):
     r = subprocess.run([sys.executable, "-m", "enforcer", "audit", "replay", "--log", str(path), "--task", "tsk_a",
                         "--json"], capture_output=True, text=True, cwd=REPO)
     assert [s["i"] for s in json.loads(r.stdout)] == list(range(150))
+
+
+def test_policy_replay_reads_every_segment(tmp_path):
+    from enforcer.policy.replay import read_log
+
+    priv, _ = generate_keypair(tmp_path / "k")
+    path = tmp_path / "audit.jsonl"
+    write(path, priv, 150)
+    assert len(sealed_segments(path)) > 1
+    assert [e["seq"] for e in read_log(path)] == list(range(len(list(log_lines(path)))))
