@@ -18,6 +18,7 @@ from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig
+from enforcer.errors import ConfigError
 from enforcer.metrics import Metrics
 from enforcer.pipeline.pipeline import Pipeline
 from enforcer.policy.engine import PolicyEngine
@@ -110,9 +111,12 @@ def create_server(
         (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(config.listen)
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpcio reports a failed bind this way
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+        raise ConfigError(f"listen: cannot listen on {config.listen} (in use, or not an address of this host)")
     server._aecl_health = health_servicer  # type: ignore[attr-defined]
     return server, port
 
@@ -122,12 +126,21 @@ async def serve(
     load_config: Callable[[], ServiceConfig] | None = None, config_path: Path | None = None,
 ) -> None:
     components = build_components(config, load_config, config_path)
-    server, port = create_server(components, config)
+    try:
+        # Every listener is bound before any serves, so a busy port is one
+        # clear error and nothing half-started is left behind.
+        if config.metrics.listen and components.pipeline.metrics is not None:
+            try:
+                mport = components.pipeline.metrics.serve(config.metrics.listen)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"metrics.listen: cannot serve metrics on {config.metrics.listen}: {e}") from None
+            log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics.listen.rpartition(":")[0], mport)
+        server, port = create_server(components, config)
+    except ConfigError:
+        components.close()
+        raise
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
-    if config.metrics.listen and components.pipeline.metrics is not None:
-        mport = components.pipeline.metrics.serve(config.metrics.listen)
-        log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics.listen.rpartition(":")[0], mport)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     host = config.listen.rsplit(":", 1)[0]
