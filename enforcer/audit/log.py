@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from concurrent.futures import Future
 from pathlib import Path
@@ -81,14 +82,16 @@ class AuditLog:
             os.close(self._lock_fd)
             raise AuditError(f"{path}: another process holds the audit log; one writer per file") from None
         fd = self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
-        sealed = sealed_segments(path)
-        self._next_seq, self._prev = _recover_tail(fd, path)
-        if self._next_seq == 0 and sealed:  # a fresh active segment continues the sealed ones
-            self._next_seq, self._prev = _last_entry(sealed[-1])
-        self._segment_first = self._next_seq - _count_lines(fd)
-        self._tree, self._last_cp_size, last_origin = _rebuild_tree([*sealed, path], self._next_seq)
+        _cut_torn_tail(fd, path)
+        # One pass over the whole log (segments too) gives every bit of state.
+        scan = _scan([*sealed_segments(path), path])
+        self._tree, self._last_cp_size = scan.tree, scan.last_checkpoint_size
+        self._next_seq = scan.tree.size
+        self._prev = scan.last_leaf or GENESIS_PREV
+        self._segment_first = self._next_seq - scan.active_lines
+        self._last_kid = scan.last_kid
         # A log keeps its name across key rotations: the first key names it.
-        self.origin = origin or last_origin or default_origin(self.kid)
+        self.origin = origin or scan.origin or default_origin(self.kid)
         self._note_signer = NoteSigner(self.origin, signing_key)
         self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -107,7 +110,7 @@ class AuditLog:
         """After a key rotation, the first entry is a transition signed by both
         keys: the old one signs the statement inside it, the new one the entry.
         A verifier that trusts the old key then trusts the new one from there."""
-        last_kid = _last_kid([*sealed_segments(self.path), self.path])
+        last_kid = self._last_kid
         if last_kid is None or last_kid == self.kid:
             return
         if previous is None or key_id(previous.public_key()) != last_kid:
@@ -308,41 +311,23 @@ def sealed_segments(path: Path) -> list[Path]:
     return sorted(path.parent.glob(path.name + ".seg-" + "[0-9]" * 12))
 
 
-def _last_kid(files: list[Path]) -> str | None:
-    for f in reversed(files):
-        if f.exists() and f.stat().st_size:
-            with f.open("rb") as fh:
-                for last in fh:
-                    pass
-            m = TAIL.search(last.rstrip(b"\n"))
-            return m.group(2).decode() if m else None
-    return None
+@dataclass
+class _Scan:
+    tree: CompactTree
+    last_checkpoint_size: int  # the tree size the last checkpoint entry covers
+    origin: str | None  # of the last checkpoint
+    last_leaf: str | None
+    last_kid: str | None
+    active_lines: int  # entries in the last file, the active segment
 
 
-def _count_lines(fd: int) -> int:
-    with open(os.dup(fd), "rb", closefd=True) as f:
-        f.seek(0)
-        return sum(1 for _ in f)
-
-
-def _last_entry(segment: Path) -> tuple[int, str]:
-    with segment.open("rb") as f:
-        last = None
-        for last in f:
-            pass
-    if last is None:
-        raise AuditError(f"{segment}: empty sealed segment; run `aecl verify`")
-    entry = json.loads(last)
-    return int(entry["seq"]) + 1, str(entry["leaf_hash"])
-
-
-def _rebuild_tree(files: list[Path], expected: int) -> tuple[CompactTree, int, str | None]:
-    """The Merkle tree of the existing entries, the size the last checkpoint
-    entry covered, and its origin. Reads only each line's fixed-shape tail."""
+def _scan(files: list[Path]) -> _Scan:
+    """Read every entry's fixed-shape tail once; the last line is also parsed
+    to check that its seq matches the number of entries before it."""
     tree = CompactTree()
-    last_cp = 0
-    origin = None
+    last_cp, origin, last_line, m, lines = 0, None, None, None, 0
     for path in files:
+        lines = 0
         with path.open("rb") as f:
             for line in f:
                 m = TAIL.search(line.rstrip(b"\n"))
@@ -354,38 +339,38 @@ def _rebuild_tree(files: list[Path], expected: int) -> tuple[CompactTree, int, s
                         last_cp = tree.size
                         origin = str(record.get("note", "")).split("\n", 1)[0] or origin
                 tree.append(bytes.fromhex(m.group(1).decode()))
-    if tree.size != expected:
-        raise AuditError(f"{files[-1]}: {tree.size} entries but the last is numbered {expected - 1}; "
-                         "run `aecl verify`")
-    return tree, (tree.size if last_cp == tree.size - 1 and tree.size else last_cp), origin
+                last_line, lines = line, lines + 1
+        if lines == 0 and path != files[-1]:
+            raise AuditError(f"{path}: empty sealed segment; run `aecl verify`")
+    if last_line is None:
+        return _Scan(tree, 0, None, None, None, 0)
+    try:
+        seq = int(json.loads(last_line)["seq"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise AuditError(f"{files[-1]}: last entry is unreadable ({e}); run `aecl verify` before appending") from e
+    if seq != tree.size - 1:
+        raise AuditError(f"{files[-1]}: {tree.size} entries but the last is numbered {seq}; run `aecl verify`")
+    covered = tree.size if last_cp == tree.size - 1 else last_cp
+    return _Scan(tree, covered, origin, m.group(1).decode(), m.group(2).decode(), lines)
 
 
-def _recover_tail(fd: int, path: Path) -> tuple[int, str]:
-    """Find the last complete entry; cut a torn final line left by a crash.
+def _cut_torn_tail(fd: int, path: Path) -> None:
+    """Cut a torn final line left by a crash.
 
     A torn line was never fsynced as a whole, so it was never acknowledged to
     any caller: cutting it loses nothing that was promised.
     """
     size = os.fstat(fd).st_size
     if size == 0:
-        return 0, GENESIS_PREV
+        return
     tail_len = min(size, 1 << 20)
     tail = os.pread(fd, tail_len, size - tail_len)
-    if not tail.endswith(b"\n"):
-        cut = tail.rfind(b"\n")
-        new_size = size - tail_len + cut + 1 if cut >= 0 else 0
-        if cut < 0 and tail_len < size:
-            raise AuditError(f"{path}: last line longer than 1 MiB; refusing to guess where it starts")
-        log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", path, size - new_size)
-        os.ftruncate(fd, new_size)
-        os.fsync(fd)
-        size = new_size
-        if size == 0:
-            return 0, GENESIS_PREV
-        tail = tail[: cut + 1]
-    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-    try:
-        last = json.loads(lines[-1])
-        return int(last["seq"]) + 1, str(last["leaf_hash"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise AuditError(f"{path}: last entry is unreadable ({e}); run `aecl verify` before appending") from e
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    if cut < 0 and tail_len < size:
+        raise AuditError(f"{path}: last line longer than 1 MiB; refusing to guess where it starts")
+    new_size = size - tail_len + cut + 1 if cut >= 0 else 0
+    log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", path, size - new_size)
+    os.ftruncate(fd, new_size)
+    os.fsync(fd)
