@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from enforcer._yaml import describe_validation_error, read_document
 
@@ -46,6 +46,16 @@ def check_bind(path: str) -> str:
     return path
 
 
+def _check_binds(binds: list[str]) -> list[str]:
+    for b in binds:
+        check_bind(b)
+    return binds
+
+
+# Read-only host paths for a sandbox: the profile's and a tool's own.
+SafeBinds = Annotated[list[str], AfterValidator(_check_binds)]
+
+
 class ResourceLimits(BaseModel):
     """Per-sandbox resource caps. cgroup limits cover the whole sandbox (every
     process in it); rlimits are per process and are set on the sandbox's
@@ -75,7 +85,7 @@ class ResourceLimits(BaseModel):
 class SandboxProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ro_binds: list[str] = ["/usr"]
+    ro_binds: SafeBinds = ["/usr"]
     symlinks: dict[str, str] = {}
     env: dict[str, str] = {"PATH": "/usr/bin:/bin"}
     tmpfs_size_bytes: Annotated[int, Field(gt=0, le=1 << 34)] = 64 << 20
@@ -92,13 +102,6 @@ class SandboxProfile(BaseModel):
     # says and even if the runner's own bookkeeping loses track of it.
     lifetime_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600
 
-    @field_validator("ro_binds")
-    @classmethod
-    def _safe_binds(cls, binds: list[str]) -> list[str]:
-        for b in binds:
-            check_bind(b)
-        return binds
-
 
 class SandboxOverrides(BaseModel):
     """A tool's own sandbox settings in the tool registry (`sandbox:` under
@@ -107,15 +110,8 @@ class SandboxOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    ro_binds: list[str] = []
+    ro_binds: SafeBinds = []
     tmpfs_size_bytes: Annotated[int, Field(gt=0, le=1 << 34)] | None = None
-
-    @field_validator("ro_binds")
-    @classmethod
-    def _safe_binds(cls, binds: list[str]) -> list[str]:
-        for b in binds:
-            check_bind(b)
-        return binds
 
 
 def load_profile(path: Path) -> SandboxProfile:
