@@ -173,11 +173,6 @@ def iter_checked_file(path: Path, keys: Iterable[Ed25519PublicKey], *, workers: 
         yield from _in_order(pool.imap(_check_range, jobs, chunksize=1), first_seq, prev, learned)
 
 
-def iter_checked(lines: Iterable[bytes], keys: Iterable[Ed25519PublicKey]) -> Iterator[Checked]:
-    """The same checks over lines already in memory, in this process."""
-    yield from _in_order([_check_lines(lines, _raw_keys(keys))])
-
-
 def _verify_learned(n: int, item: Checked, learned: dict[str, VerifyKey]) -> None:
     try:
         learned[item.kid].verify(signature_message(bytes.fromhex(item.leaf_hash)), base64.b64decode(item.sig))
@@ -208,20 +203,6 @@ def _in_order(results: Iterable[list[Checked | tuple[int, str]]], first_seq: int
                 # else: a transition signed by its new key; the caller checks it
             prev = item.leaf_hash
             yield item
-
-
-def _count(checked: Iterator[Checked], progress: Callable[[int], None] | None) -> int:
-    n = 0
-    for n, _ in enumerate(checked, start=1):
-        if progress is not None and n % 4096 == 0:
-            progress(n)
-    return n
-
-
-def verify_lines(lines: Iterable[bytes], keys: Iterable[Ed25519PublicKey], *,
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Verify entries in order; returns how many verified, raises on the first failure."""
-    return _count(iter_checked(lines, keys), progress)
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
