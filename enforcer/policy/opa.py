@@ -91,33 +91,23 @@ class OpaEngine:
 
     def _verify_bundle(self) -> None:
         try:
-            _, revisions = self._query_bundle({})
+            _, revisions = self._query(_BUNDLE_QUERY, "revisions", list, {})
         except (requests.RequestException, ConnectionsError, OSError) as e:
             raise EngineUnavailable(f"OPA at {self._config.host}:{self._config.port} is unavailable: {e}") from e
         self._check_revisions(revisions)
 
-    def _query_bundle(self, policy_input: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-        """One query, one OPA snapshot: the answer (as the Data API shapes it)
-        and the revisions of the active bundles that own data.aecl."""
-        answer = self._client.ad_hoc_query(_BUNDLE_QUERY, policy_input)
+    def _query(self, query: str, field: str, kind: type, policy_input: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """One query, one OPA snapshot: the decision (shaped as the Data API
+        shapes it) and the revision evidence `field` the query computes beside it
+        (the push marker, or the revisions of the bundles owning data.aecl)."""
+        answer = self._client.ad_hoc_query(query, policy_input)
         rows = answer.get("result") if isinstance(answer, dict) else None
         if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)):
-            raise MalformedDecision("OPA answered the bundle query out of shape")
-        decisions, revisions = rows[0].get("decision"), rows[0].get("revisions")
-        if not isinstance(decisions, list) or not isinstance(revisions, list):
-            raise MalformedDecision("OPA answered the bundle query out of shape")
-        return ({"result": decisions[0]} if decisions else {}), revisions
-
-    def _query_pushed(self, policy_input: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """The decision and the revision marker, from one OPA snapshot."""
-        answer = self._client.ad_hoc_query(_PUSH_QUERY, policy_input)
-        rows = answer.get("result") if isinstance(answer, dict) else None
-        if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)):
-            raise MalformedDecision("OPA answered the decision query out of shape")
-        decisions, revision = rows[0].get("decision"), rows[0].get("revision")
-        if not isinstance(decisions, list) or not isinstance(revision, str):
-            raise MalformedDecision("OPA answered the decision query out of shape")
-        return ({"result": decisions[0]} if decisions else {}), revision
+            raise MalformedDecision(f"OPA answered the {field} query out of shape")
+        decisions, evidence = rows[0].get("decision"), rows[0].get(field)
+        if not isinstance(decisions, list) or not isinstance(evidence, kind):
+            raise MalformedDecision(f"OPA answered the {field} query out of shape")
+        return ({"result": decisions[0]} if decisions else {}), evidence
 
     def _check_revisions(self, revisions: list[Any]) -> None:
         where = f"OPA at {self._config.host}:{self._config.port}"
@@ -153,7 +143,7 @@ class OpaEngine:
         self._push()
         try:
             if self._config.bundle is None:
-                answer, revision = self._query_pushed(policy_input)
+                answer, revision = self._query(_PUSH_QUERY, "revision", str, policy_input)
                 if not revision:
                     self._pushed = False  # a fresh sidecar: push again before the next call
                     raise EngineUnavailable(f"OPA at {self._config.host}:{self._config.port} has no AECL "
@@ -164,7 +154,7 @@ class OpaEngine:
                         f"{revision or 'none'}, not this service's {self.revision} (a push in progress, "
                         "a reload, or another service on the same sidecar)")
             else:
-                answer, revisions = self._query_bundle(policy_input)
+                answer, revisions = self._query(_BUNDLE_QUERY, "revisions", list, policy_input)
                 self._check_revisions(revisions)
         except requests.Timeout as e:
             raise EngineUnavailable(f"OPA did not answer within {self._config.timeout_s}s") from e
