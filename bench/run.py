@@ -145,7 +145,7 @@ def bench_execute(args, tmp: Path) -> None:
                "/lib64", "--symlink", "usr/bin", "/bin", "--", "/bin/true"]
     from enforcer.sandbox.bwrap import bwrap_argv
     from enforcer.sandbox.profile import load_profile
-    from enforcer.server.app import DEFAULT_PROFILE
+    from enforcer.sandbox.profile import DEFAULT_PROFILE
 
     # The same isolation the service applies (namespaces, caps, read-only root,
     # tmpfs), started by hand: what AECL adds is the difference to this.
@@ -188,7 +188,7 @@ def bench_sandbox(args, tmp: Path) -> None:
     from enforcer.sandbox.bwrap import bwrap_argv
     from enforcer.sandbox.profile import load_profile
     from enforcer.sandbox.runner import BwrapRunner
-    from enforcer.server.app import DEFAULT_PROFILE
+    from enforcer.sandbox.profile import DEFAULT_PROFILE
 
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
     profile = load_profile(DEFAULT_PROFILE)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enforcer.errors import AuditError, VerificationError
+from enforcer.errors import AuditError, AuditUnavailable, IntegrityError, VerificationError
 
 VERIFY_DESCRIPTION = (
     "Check every signature, chain link and checkpoint of an audit log, recomputing its RFC 6962 Merkle "
@@ -77,7 +77,7 @@ def _read_note(path: str | None) -> bytes | None:
     try:
         return Path(path).read_bytes()
     except OSError as e:
-        raise AuditError(f"{path}: cannot read: {e.strerror}") from None
+        raise AuditUnavailable(f"{path}: cannot read: {e.strerror}") from None
 
 
 def _trusted(path: str | None, keys) -> Any:
@@ -125,11 +125,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _leaves_and_records(path: Path, keys) -> tuple[list[bytes], list[dict[str, Any]], Any, tuple]:
     """Verify the log, then return its leaf hashes, records, latest checkpoint
     and every key it trusts (including keys handed over by transitions)."""
-    from enforcer.audit.verify import log_lines, verify_log
+    from enforcer.audit.files import iter_log_lines
+    from enforcer.audit.verify import verify_log
 
     report = verify_log(path, keys)
     leaves, records = [], []
-    for line in log_lines(path):
+    for line in iter_log_lines(path):
         entry = json.loads(line)
         leaves.append(bytes.fromhex(entry["leaf_hash"]))
         records.append(entry["record"])
@@ -170,9 +171,9 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     proof = consistency_proof(leaves, old.size, new.size)
     try:
         if root_hash(leaves[: new.size]) != new.root:
-            raise AuditError("the log's first entries do not have the root of checkpoint --to")
+            raise IntegrityError("the log's first entries do not have the root of checkpoint --to")
         verify_consistency(old.size, new.size, old.root, new.root, proof)
-    except AuditError as e:
+    except IntegrityError as e:
         print(f"FAIL: the checkpoints are not consistent: {e}", file=sys.stderr)
         return EXIT_CODES["checkpoint"]
     print(json.dumps({
@@ -184,14 +185,14 @@ def cmd_consistency(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from enforcer.audit.verify import log_lines
+    from enforcer.audit.files import iter_log_lines
 
     story = []
-    for n, line in enumerate(log_lines(Path(args.log)), start=1):
+    for n, line in enumerate(iter_log_lines(Path(args.log)), start=1):
         try:
             record = json.loads(line)["record"]
         except (ValueError, KeyError, TypeError):
-            raise AuditError(f"{args.log}: line {n} is not an audit entry; run `aecl verify`") from None
+            raise IntegrityError(f"{args.log}: line {n} is not an audit entry; run `aecl verify`") from None
         if record.get("task_id") == args.task:
             story.append({"line": n, **record})
     if not story:

@@ -1,7 +1,10 @@
 """Service configuration: strict pydantic models, validated once at startup.
 
 Relative paths in a config file are resolved against the file's directory so
-that a configuration folder can be moved as a unit.
+that a configuration folder can be moved as a unit. Which fields are paths is
+declared on the field itself: every one is typed ConfigPath, and load_config
+passes the file's directory as the validation context. A model validated
+without that context (built in code, a test) keeps its paths as given.
 """
 
 from __future__ import annotations
@@ -9,12 +12,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# The validation context key load_config sets: the config file's directory.
+BASE_DIR = "base"
+
+
+def _against_base(path: Path, info: ValidationInfo) -> Path:
+    base = info.context.get(BASE_DIR) if isinstance(info.context, dict) else None
+    return path if base is None else (Path(base) / path).resolve()
+
+
+# A path in a config file: relative to the file's directory when loaded from one.
+ConfigPath = Annotated[Path, AfterValidator(_against_base)]
+
 # Where the CLI looks when --config is not given: the demo configuration.
 DEFAULT_CONFIG = "examples/aecl.yaml"
 
@@ -81,7 +104,7 @@ class OpaConfig(_Strict):
     # its bundle plugin, or that the external sidecar was started with. When
     # set, nothing is pushed over REST: every decision is checked to come from
     # a bundle whose revision is the service's own, or it is blocked.
-    bundle: Path | None = None
+    bundle: ConfigPath | None = None
 
 
 class ReloadConfig(_Strict):
@@ -95,7 +118,7 @@ class ReloadConfig(_Strict):
 
 class PolicyConfig(_Strict):
     engine: Literal["embedded", "opa"] = "embedded"
-    rego_dir: Path
+    rego_dir: ConfigPath
     risk: RiskModel = RiskModel()
     hitl: HitlConfig = HitlConfig()
     # shadow: decisions are computed and logged with shadow=true, but calls
@@ -108,32 +131,47 @@ class PolicyConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    path: Path
-    signing_key: Path
+    path: ConfigPath
+    signing_key: ConfigPath
     # The log's name in its signed checkpoints (default aecl/audit/<key id>).
     origin: str | None = None
     # Where the latest signed checkpoint is written for shipping elsewhere
     # (default: the log's path + ".checkpoint").
-    checkpoint_path: Path | None = None
+    checkpoint_path: ConfigPath | None = None
     checkpoint_every: int = Field(default=1000, gt=0)
     checkpoint_interval_s: PositiveFloat = 10.0
     # After a key rotation: the outgoing key, to sign the hand-over to signing_key.
-    previous_signing_key: Path | None = None
+    previous_signing_key: ConfigPath | None = None
     # Seal the active file into <path>.seg-<first seq> at this size (off when unset).
     max_segment_bytes: int | None = Field(default=256 << 20, gt=0)
 
 
 class StateConfig(_Strict):
-    sqlite_path: Path
+    sqlite_path: ConfigPath
 
 
 class SandboxConfig(_Strict):
     bwrap: str = "/usr/bin/bwrap"
-    # Isolation profile; the shipped sandbox/profiles/default.yaml when unset.
-    profile: Path | None = None
+    # Isolation profile; the shipped enforcer/sandbox/profiles/default.yaml when unset.
+    profile: ConfigPath | None = None
     call_timeout_s: PositiveFloat = 30
     task_timeout_s: PositiveFloat = 20 * 60
     max_output_bytes: int = Field(default=1 << 20, gt=0)
+    # Service-wide cap on sandboxes alive at once; further calls wait for a
+    # slot in arrival order, and once max_waiting calls wait, a call fails at
+    # once with sandbox_busy (0: never wait).
+    max_concurrent: int = Field(default=8, gt=0)
+    max_waiting: int = Field(default=64, ge=0)
+    # Limits on the aecl/ parent cgroup holding every sandbox: memory and
+    # processes of all sandboxes together. Unset by default: the service
+    # writes nothing there (an operator's own limit on aecl/ or the enclosing
+    # unit's, e.g. systemd MemoryMax=/TasksMax=, stays in force), since a
+    # fitting total depends on the host, and max_concurrent x the profile's
+    # per-sandbox memory_bytes/pids already bounds the sum. Applied like the
+    # profile's cgroup limits: where the machine refuses, logged at startup,
+    # or startup fails under `cgroups: required`.
+    total_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+    total_pids: Annotated[int, Field(gt=0)] | None = None
 
 
 class LimitsConfig(_Strict):
@@ -152,8 +190,8 @@ class MetricsConfig(_Strict):
 
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
-    agents_dir: Path
-    tool_registry: Path
+    agents_dir: ConfigPath
+    tool_registry: ConfigPath
     policy: PolicyConfig
     audit: AuditConfig
     state: StateConfig
@@ -162,37 +200,11 @@ class ServiceConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
 
 
-_PATH_FIELDS = (
-    ("agents_dir",),
-    ("tool_registry",),
-    ("policy", "rego_dir"),
-    ("policy", "opa", "bundle"),
-    ("audit", "path"),
-    ("audit", "signing_key"),
-    ("audit", "checkpoint_path"),
-    ("audit", "previous_signing_key"),
-    ("state", "sqlite_path"),
-    ("sandbox", "profile"),
-)
-
-
-def _resolve_paths(raw: dict, base: Path) -> None:
-    for path in _PATH_FIELDS:
-        node = raw
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, dict) and isinstance(node.get(path[-1]), str):
-            node[path[-1]] = str((base / node[path[-1]]).resolve())
-
-
 def load_config(path: Path) -> ServiceConfig:
     raw = read_document(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    _resolve_paths(raw, path.parent.resolve())
     try:
-        return ServiceConfig.model_validate(raw)
+        return ServiceConfig.model_validate(raw, context={BASE_DIR: path.parent.resolve()})
     except ValidationError as e:
         raise describe_validation_error(path, e) from e

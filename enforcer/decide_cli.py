@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from enforcer._yaml import describe_validation_error
-from enforcer.errors import ConfigError, PolicyError
+from enforcer.errors import ConfigError
 
 DESCRIPTION = (
     "Evaluate one tool call offline against the configured policy, manifests and tool registry, "
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from enforcer.config import load_config
     from enforcer.pipeline.policy_input import build_policy_input
     from enforcer.pipeline.request import CallRequest
-    from enforcer.policy.decision import blocked_by_error, parse_decision
     from enforcer.policy.engine import create_engine
+    from enforcer.policy.evaluate import evaluate_decision
     from enforcer.policy.reload import load_policy_set
     from enforcer.state.store import Task
 
@@ -87,11 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if args.engine:
         config = config.model_copy(update={"policy": config.policy.model_copy(update={"engine": args.engine})})
     doc = read_input(Path(args.input))
-    registry, policy_set = load_policy_set(config)
-    tool = registry.get(doc.tool)
+    loaded = load_policy_set(config)
+    tool = loaded.registry.get(doc.tool)
     if tool is None:
         raise ConfigError(f"{args.input}: field 'tool': unknown tool '{doc.tool}'")
-    engine = create_engine(policy_set, config.policy)
+    engine = create_engine(loaded.policy_set, config.policy)
     now = time.time()
     task = Task(
         task_id="tsk_offline", agent_id=doc.agent_id, declared_goal=doc.task.declared_goal,
@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     )
     policy_input = build_policy_input(req, tool, task, now)
     try:
-        decision = parse_decision(engine.evaluate(policy_input), revision=engine.revision, decision_id="offline")
-    except PolicyError as e:
-        decision = blocked_by_error(e, revision=engine.revision, decision_id="offline")
+        decision = evaluate_decision(engine, policy_input, decision_id="offline")
     finally:
         engine.close()
     if args.explain:
@@ -114,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         if args.show_input:
             print(json.dumps(policy_input, indent=2))
         return 0
-    out = {k: v for k, v in decision.__dict__.items() if k != "extra"}
-    out["risk_flags"] = list(decision.risk_flags)
+    out = decision.explanation()
     if args.show_input:
         out["input"] = policy_input
     print(json.dumps(out, indent=2))

@@ -9,9 +9,10 @@ untrusted and would otherwise let a caller grow the label set without bound.
 from __future__ import annotations
 
 from collections.abc import Callable, Container
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from enforcer.audit.records import CallFields, DecisionRecord, PolicyReload, Record, RejectedRecord
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -32,20 +33,29 @@ class Metrics:
             ["rpc"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.reloads = Counter("aecl_policy_reloads_total", "Policy reload attempts by result.",
                                ["result"], registry=self.registry)
+        self.errors = Counter(
+            "aecl_errors_total", "Requests refused with an error, by the error's stable code "
+            "(enforcer.errors; the same code as in the gRPC status details and the audit record).",
+            ["code"], registry=self.registry)
+        self.audit_failed = Gauge(
+            "aecl_audit_log_failed", "1 once the audit log refuses appends (the service then refuses "
+            "every call); 0 while it is healthy.", registry=self.registry)
 
-    def observe(self, record: dict[str, Any]) -> None:
-        kind = str(record.get("kind", ""))
-        if kind == "policy_reload":
-            self.reloads.labels(str(record.get("outcome"))).inc()
+    def observe(self, record: Record) -> None:
+        """Count one durable record, read through its type."""
+        if isinstance(record, PolicyReload):
+            self.reloads.labels(record.outcome).inc()
             return
-        agent = record.get("agent_id") or ""
-        agent = agent if agent in self._known() else "unknown"
-        outcome = str(record.get("outcome"))
-        self.actions.labels(agent, kind, outcome).inc()
-        if kind == "decision":
-            self.latency.labels(str(record.get("rpc"))).observe(float(record.get("latency_ms") or 0) / 1000)
-            if record.get("shadow"):
-                self.shadow.labels(agent, outcome).inc()
+        if not isinstance(record, CallFields):
+            return  # the writer's own records (checkpoints, key transitions)
+        agent = record.agent_id if record.agent_id in self._known() else "unknown"
+        self.actions.labels(agent, record.KIND, record.outcome).inc()
+        if isinstance(record, RejectedRecord) and record.error_code:
+            self.errors.labels(record.error_code).inc()
+        if isinstance(record, DecisionRecord):
+            self.latency.labels(record.rpc).observe(record.latency_ms / 1000)
+            if record.shadow:
+                self.shadow.labels(agent, record.outcome).inc()
 
     def serve(self, listen: str) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port."""

@@ -15,7 +15,7 @@ def _cmd_policy_build(args: argparse.Namespace) -> int:
 
     # The service's own loader, so the revision is the one it reports (and a
     # bad manifest or registry stops the build as it stops the service).
-    _, policy_set = load_policy_set(load_config(Path(args.config)))
+    policy_set = load_policy_set(load_config(Path(args.config))).policy_set
     out = build_bundle(policy_set, Path(args.out))
     print(f"bundle:   {out}")
     print(f"revision: {policy_set.revision}")

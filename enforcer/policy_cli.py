@@ -22,7 +22,7 @@ def _candidate_engine(config, rego_dir: Path, engine_name: str):
     from enforcer.policy.reload import load_policy_set
 
     candidate = config.model_copy(update={"policy": config.policy.model_copy(update={"rego_dir": rego_dir})})
-    _, policy_set = load_policy_set(candidate)
+    policy_set = load_policy_set(candidate).policy_set
     if engine_name == "embedded":
         from enforcer.policy.embedded import EmbeddedEngine
 

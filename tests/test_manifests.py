@@ -64,3 +64,24 @@ def test_unknown_risk_flag_weight_is_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match="unknown risk flags"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_a_tools_dir_holding_the_service_secrets_is_refused_at_load(tmp_path):
+    """tools_dir is bound into every sandbox: one that contains the audit
+    signing key (or the log, or the state) would hand it to every tool."""
+    from enforcer.policy.reload import load_policy_set
+    from tests.conftest import write_config
+
+    registry = tmp_path / "tools.yaml"
+    registry.write_text((EXAMPLES / "tools.yaml").read_text().replace("tools_dir: tools", "tools_dir: ."))
+    config = load_config(write_config(tmp_path, tool_registry=str(registry)))  # keys under tmp_path/keys
+    with pytest.raises(ConfigError, match="would expose .*audit.key"):
+        load_policy_set(config)
+
+
+def test_a_tools_dir_apart_from_the_secrets_loads(tmp_path):
+    from enforcer.config import load_config
+    from enforcer.policy.reload import load_policy_set
+    from tests.conftest import write_config
+
+    assert load_policy_set(load_config(write_config(tmp_path))).registry.tools_dir is not None

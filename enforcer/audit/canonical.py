@@ -10,7 +10,7 @@ from typing import Any
 
 import rfc8785
 
-from enforcer.errors import AuditError
+from enforcer.errors import RecordError
 
 
 def canonical_json(value: Any) -> bytes:
@@ -23,7 +23,7 @@ def canonical_json(value: Any) -> bytes:
         # double can hold exactly stays refused.
         return canonical_json(_ints_as_doubles(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
-        raise AuditError(f"record cannot be canonicalised: {e}") from e
+        raise RecordError(f"record cannot be canonicalised: {e}") from e
 
 
 def _ints_as_doubles(value: Any) -> Any:
@@ -35,6 +35,6 @@ def _ints_as_doubles(value: Any) -> Any:
         as_double = float(value)
         # Accepted only when these digits are exactly how RFC 8785 writes that double.
         if rfc8785.dumps(as_double) != str(value).encode():
-            raise AuditError(f"record cannot be canonicalised: {value} is not exactly representable as a JSON number")
+            raise RecordError(f"record cannot be canonicalised: {value} is not exactly representable as a JSON number")
         return as_double
     return value

@@ -34,7 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from enforcer.errors import AuditError
+from enforcer.audit.keys import raw_public_bytes
+from enforcer.errors import IntegrityError
 
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # Go's limit; the spec asks for at least 16
@@ -53,20 +54,28 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 
 
-class CheckpointError(AuditError):
+class CheckpointError(IntegrityError):
     """A checkpoint, signed note or note key is malformed or fails verification."""
+
+    code = "checkpoint_invalid"
 
 
 class MalformedNoteError(CheckpointError):
     """The note does not follow the signed-note syntax."""
 
+    code = "note_malformed"
+
 
 class UnverifiedNoteError(CheckpointError):
     """The note parsed but carries no signature from a known key."""
 
+    code = "note_unverified"
+
 
 class InvalidSignatureError(CheckpointError):
     """A signature from a known key does not verify."""
+
+    code = "note_signature_invalid"
 
     def __init__(self, name: str, key_hash: int) -> None:
         super().__init__(f"invalid signature for key {name}+{key_hash:08x}")
@@ -99,10 +108,6 @@ def key_hash(name: str, public_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not is_valid_name(name):
         raise CheckpointError(f"invalid note key name {name!r}: must be non-empty, without spaces or '+'")
@@ -118,7 +123,7 @@ class NoteVerifier:
             raise CheckpointError("note verifier needs an Ed25519 public key")
         self.name = name
         self.public_key = public_key
-        self.key_hash = key_hash(name, _raw_public(public_key))
+        self.key_hash = key_hash(name, raw_public_bytes(public_key))
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         try:
@@ -129,7 +134,7 @@ class NoteVerifier:
 
     def verifier_key_string(self) -> str:
         """The verifier key "<name>+<hex key ID>+<base64(0x01 || public key)>" (Go's note.NewVerifier input)."""
-        key = base64.b64encode(bytes([ALG_ED25519]) + _raw_public(self.public_key)).decode()
+        key = base64.b64encode(bytes([ALG_ED25519]) + raw_public_bytes(self.public_key)).decode()
         return f"{self.name}+{self.key_hash:08x}+{key}"
 
     def __repr__(self) -> str:
@@ -145,7 +150,7 @@ class NoteSigner:
             raise CheckpointError("note signer needs an Ed25519 private key")
         self.name = name
         self.private_key = private_key
-        self.key_hash = key_hash(name, _raw_public(private_key.public_key()))
+        self.key_hash = key_hash(name, raw_public_bytes(private_key.public_key()))
 
     def sign(self, message: bytes) -> bytes:
         return self.private_key.sign(message)

@@ -25,14 +25,13 @@ reordered line breaks the chain at that line.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from enforcer.audit.canonical import canonical_json
+from enforcer.audit.merkle import leaf_hash  # SHA-256(LEAF_PREFIX || BODY), RFC 6962
 
-LEAF_PREFIX = b"\x00"
 SIGNATURE_DOMAIN = b"aecl-audit-entry-v1\n"
 GENESIS_PREV = "0" * 64
 # The fixed-shape tail after the body; everything before it is BODY minus "}".
@@ -49,10 +48,6 @@ def transition_message(old_kid: str, new_kid: str, new_public_raw: bytes) -> byt
 
 def signed_body(seq: int, prev: str, record: dict[str, Any]) -> bytes:
     return canonical_json({"seq": seq, "prev": prev, "record": record})
-
-
-def leaf_hash(body: bytes) -> bytes:
-    return hashlib.sha256(LEAF_PREFIX + body).digest()
 
 
 def signature_message(leaf: bytes) -> bytes:

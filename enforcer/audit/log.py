@@ -19,6 +19,7 @@ is what lets an auditor detect a truncated or rolled-back log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fcntl
 import json
@@ -27,26 +28,84 @@ import os
 import queue
 import threading
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from enforcer.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
-from enforcer.audit.entry import GENESIS_PREV, TAIL, Entry, make_entry, transition_message
-from enforcer.audit.keys import key_id
+from enforcer.audit.entry import (
+    GENESIS_PREV,
+    TAIL,
+    Entry,
+    make_entry,
+    transition_message,
+)
+from enforcer.audit.files import sealed_segments, segment_path
+from enforcer.audit.keys import key_id, raw_public_bytes
 from enforcer.audit.merkle import CompactTree
-from enforcer.errors import AuditError
+from enforcer.audit.records import (
+    CheckpointRecord,
+    Header,
+    KeyTransitionRecord,
+    timestamp,
+)
+from enforcer.errors import AuditError, AuditUnavailable, IntegrityError
 
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
 _STOP = object()
+
+# Who waits for an entry: a concurrent future (blocking callers), an asyncio
+# future with its loop (the service), or nobody (the writer's own records).
+_Waiter = Future | tuple[asyncio.AbstractEventLoop, asyncio.Future] | None
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where a record landed: cite it (proofs, the console) by seq or leaf."""
+
+    seq: int
+    leaf_hash: str
+    event_id: str
+
+
+def _deliver(results: list[tuple[_Waiter, Entry | BaseException]]) -> None:
+    """Resolve waiters from the writer thread: concurrent futures directly,
+    asyncio futures with one call_soon_threadsafe per loop."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Entry | BaseException]]] = {}
+    for waiter, outcome in results:
+        if waiter is None:
+            continue
+        if isinstance(waiter, Future):
+            if waiter.set_running_or_notify_cancel():
+                if isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+            continue
+        loop, fut = waiter
+        per_loop.setdefault(loop, []).append((fut, outcome))
+    for loop, items in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is left to tell
+
+
+def _settle(items: list[tuple[asyncio.Future, Entry | BaseException]]) -> None:
+    """On the event loop: a waiter cancelled meanwhile is simply skipped."""
+    for fut, outcome in items:
+        if fut.done():
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(Appended(outcome.seq, outcome.leaf_hash, str(outcome.record.get("event_id", ""))))
 
 
 def default_origin(kid: str) -> str:
@@ -80,7 +139,7 @@ class AuditLog:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise AuditError(f"{path}: another process holds the audit log; one writer per file") from None
+            raise AuditUnavailable(f"{path}: another process holds the audit log; one writer per file") from None
         fd = self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         _cut_torn_tail(fd, path)
         # One pass over the whole log (segments too) gives every bit of state.
@@ -96,6 +155,8 @@ class AuditLog:
         self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: AuditError | None = None
+        # Told once, from the writer thread, when the log is poisoned (health, metrics).
+        self.on_failure: Callable[[AuditError], None] | None = None
         self._closed = False
         self._submit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -105,6 +166,11 @@ class AuditLog:
     @property
     def size(self) -> int:
         return self._next_seq
+
+    @property
+    def failure(self) -> AuditError | None:
+        """Why the log refuses appends (None while it is healthy)."""
+        return self._failure
 
     def _hand_over_key(self, key: Ed25519PrivateKey, previous: Ed25519PrivateKey | None) -> None:
         """After a key rotation, the first entry is a transition signed by both
@@ -118,32 +184,54 @@ class AuditLog:
                         "entry (set audit.previous_signing_key); auditors need both public keys",
                         self.path, last_kid, self.kid)
             return
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        self.append({
-            "event_id": "evt_" + uuid.uuid4().hex,
-            "kind": "key_transition",
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "old_kid": last_kid,
-            "new_kid": self.kid,
-            "new_public_key": base64.b64encode(raw).decode(),
-            "old_signature": base64.b64encode(previous.sign(transition_message(last_kid, self.kid, raw))).decode(),
-        })
+        raw = raw_public_bytes(key.public_key())
+        self.append(KeyTransitionRecord(
+            timestamp=timestamp(time.time()),
+            old_kid=last_kid,
+            new_kid=self.kid,
+            new_public_key=base64.b64encode(raw).decode(),
+            old_signature=base64.b64encode(previous.sign(transition_message(last_kid, self.kid, raw))).decode(),
+        ))
         log.warning("audit signing key rotated: %s -> %s (transition entry written)", last_kid, self.kid)
 
-    def submit(self, record: dict[str, Any]) -> Future[Entry]:
-        fut: Future[Entry] = Future()
+    def _enqueue(self, record: Header | dict[str, Any], waiter: _Waiter) -> None:
+        doc = record.to_dict() if isinstance(record, Header) else record
         with self._submit_lock:
             if self._failure is not None:
-                fut.set_exception(self._failure)
+                error: AuditError | None = self._failure
             elif self._closed:
-                fut.set_exception(AuditError(f"{self.path}: the audit log is closed"))
+                error = AuditUnavailable(f"{self.path}: the audit log is closed")
             else:
-                self._queue.put((record, fut))
+                error = None
+                self._queue.put((doc, waiter))
+        if error is not None:
+            _deliver([(waiter, error)])
+
+    def submit(self, record: Header | dict[str, Any]) -> Future[Entry]:
+        """Queue a record; the future resolves once its entry is fsynced. The
+        service writes typed records (enforcer.audit.records); a plain dict is
+        the log's own substrate, for tools and the writer's tests."""
+        fut: Future[Entry] = Future()
+        self._enqueue(record, fut)
         return fut
 
-    def append(self, record: dict[str, Any]) -> Entry:
+    def append(self, record: Header | dict[str, Any]) -> Entry:
         """Blocking append, for tools and tests outside the event loop."""
         return self.submit(record).result()
+
+    def append_async(self, record: Header | dict[str, Any]) -> asyncio.Future[Appended]:
+        """Queue a record from the event loop; the returned future resolves
+        with where the entry landed once it is fsynced.
+
+        The writer resolves every waiter of one loop in a batch with a single
+        call_soon_threadsafe, so a group commit wakes the loop once, not once
+        per record. A waiter cancelled meanwhile (the caller's RPC was
+        cancelled) is skipped: a caller's cancellation never reaches the
+        writer. The entry is written whether or not anyone still waits."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Appended] = loop.create_future()
+        self._enqueue(record, (loop, fut))
+        return fut
 
     def close(self) -> None:
         with self._submit_lock:
@@ -162,6 +250,33 @@ class AuditLog:
             self._lock_fd = -1
 
     def _run(self) -> None:
+        """The writer thread. It never dies silently: anything unexpected
+        poisons the log loudly, and every waiter, queued or later, is told."""
+        try:
+            self._loop_forever()
+        except BaseException as e:  # noqa: BLE001 - the writer must not vanish
+            self._poison(AuditUnavailable(f"{self.path}: the audit writer failed, refusing further appends: "
+                                          f"{type(e).__name__}: {e}"))
+            log.critical("audit writer crashed", exc_info=True)
+            while True:  # fail everything still queued
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not _STOP:
+                    _deliver([(item[1], self._failure)])
+
+    def _poison(self, error: AuditError) -> None:
+        with self._submit_lock:
+            if self._failure is None:
+                self._failure = error
+        if self.on_failure is not None:
+            try:
+                self.on_failure(self._failure)
+            except Exception:  # noqa: BLE001 - reporting must not hide the failure
+                log.exception("audit failure callback failed")
+
+    def _loop_forever(self) -> None:
         while True:
             try:
                 item = self._queue.get(timeout=self._cp_interval)
@@ -189,22 +304,23 @@ class AuditLog:
                 self._checkpoint_now()
                 return
 
-    def _write_batch(self, batch: list[tuple[dict[str, Any], Future[Entry]]]) -> None:
+    def _write_batch(self, batch: list[tuple[dict[str, Any], _Waiter]]) -> list[Entry]:
+        """Sign, chain, write and fsync a batch; resolve its waiters."""
         if self._failure is not None:
-            for _, fut in batch:
-                fut.set_exception(self._failure)
-            return
+            _deliver([(w, self._failure) for _, w in batch])
+            return []
         seq, prev = self._next_seq, self._prev
         leaves: list[bytes] = []
-        entries: list[tuple[Entry, Future[Entry]]] = []
+        entries: list[tuple[Entry, _Waiter]] = []
+        refused: list[tuple[_Waiter, BaseException]] = []
         chunks: list[bytes] = []
-        for record, fut in batch:
+        for record, waiter in batch:
             try:
                 entry = make_entry(seq, prev, record, self._sign, self.kid)
             except AuditError as e:
-                fut.set_exception(e)  # this record only; the chain is untouched
+                refused.append((waiter, e))  # this record only; the chain is untouched
                 continue
-            entries.append((entry, fut))
+            entries.append((entry, waiter))
             chunks.append(entry.to_line())
             leaves.append(bytes.fromhex(entry.leaf_hash))
             seq, prev = seq + 1, entry.leaf_hash
@@ -215,16 +331,15 @@ class AuditLog:
                 written += os.write(self._fd, data[written:])
             os.fsync(self._fd)
         except OSError as e:
-            self._failure = AuditError(f"{self.path}: audit write failed, refusing further appends: {e}")
+            self._poison(AuditUnavailable(f"{self.path}: audit write failed, refusing further appends: {e}"))
             log.critical("%s", self._failure)
-            for _, fut in entries:
-                fut.set_exception(self._failure)
-            return
+            _deliver(refused + [(w, self._failure) for _, w in entries])
+            return []
         self._next_seq, self._prev = seq, prev
         for leaf in leaves:
             self._tree.append(leaf)
-        for entry, fut in entries:
-            fut.set_result(entry)
+        _deliver(refused + [(w, e) for e, w in entries])
+        return [e for e, _ in entries]
 
     # -- segments and checkpoints (writer thread only) ------------------------
 
@@ -237,7 +352,7 @@ class AuditLog:
         if os.fstat(self._fd).st_size < self._max_segment:
             return
         self._checkpoint_now()
-        sealed = self.path.with_name(f"{self.path.name}.seg-{self._segment_first:012d}")
+        sealed = segment_path(self.path, self._segment_first)
         try:
             os.fsync(self._fd)
             os.chmod(self.path, 0o440)
@@ -245,7 +360,7 @@ class AuditLog:
             _fsync_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         except OSError as e:
-            self._failure = AuditError(f"{self.path}: segment rotation failed, refusing further appends: {e}")
+            self._poison(AuditUnavailable(f"{self.path}: segment rotation failed, refusing further appends: {e}"))
             log.critical("%s", self._failure)
             return
         os.close(self._fd)
@@ -265,17 +380,10 @@ class AuditLog:
             return
         size, root = self._tree.size, self._tree.root()
         note = sign_checkpoint(Checkpoint(self.origin, size, root), [self._note_signer]).decode()
-        record = {
-            "event_id": "evt_" + uuid.uuid4().hex,
-            "kind": "checkpoint",
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "tree_size": size,
-            "root": base64.b64encode(root).decode(),
-            "note": note,
-        }
-        done: Future[Entry] = Future()
-        self._write_batch([(record, done)])
-        if done.exception() is not None:
+        record = CheckpointRecord(
+            timestamp=timestamp(time.time()), tree_size=size, root=base64.b64encode(root).decode(), note=note,
+        )
+        if not self._write_batch([(record.to_dict(), None)]):
             return  # the log is poisoned; the failure is already logged
         self._last_cp_size, self._last_cp_time = self._tree.size, time.monotonic()
         try:
@@ -306,11 +414,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
-def sealed_segments(path: Path) -> list[Path]:
-    """The sealed segments of a log, oldest first (their names sort by first seq)."""
-    return sorted(path.parent.glob(path.name + ".seg-" + "[0-9]" * 12))
-
-
 @dataclass
 class _Scan:
     tree: CompactTree
@@ -332,7 +435,7 @@ def _scan(files: list[Path]) -> _Scan:
             for line in f:
                 m = TAIL.search(line.rstrip(b"\n"))
                 if m is None:
-                    raise AuditError(f"{path}: entry {tree.size} is not an audit entry; run `aecl verify`")
+                    raise IntegrityError(f"{path}: entry {tree.size} is not an audit entry; run `aecl verify`")
                 if b'"kind":"checkpoint"' in line:
                     record = json.loads(line)["record"]
                     if record.get("kind") == "checkpoint":
@@ -341,15 +444,15 @@ def _scan(files: list[Path]) -> _Scan:
                 tree.append(bytes.fromhex(m.group(1).decode()))
                 last_line, lines = line, lines + 1
         if lines == 0 and path != files[-1]:
-            raise AuditError(f"{path}: empty sealed segment; run `aecl verify`")
+            raise IntegrityError(f"{path}: empty sealed segment; run `aecl verify`")
     if last_line is None:
         return _Scan(tree, 0, None, None, None, 0)
     try:
         seq = int(json.loads(last_line)["seq"])
     except (ValueError, KeyError, TypeError) as e:
-        raise AuditError(f"{files[-1]}: last entry is unreadable ({e}); run `aecl verify` before appending") from e
+        raise IntegrityError(f"{files[-1]}: last entry is unreadable ({e}); run `aecl verify` before appending") from e
     if seq != tree.size - 1:
-        raise AuditError(f"{files[-1]}: {tree.size} entries but the last is numbered {seq}; run `aecl verify`")
+        raise IntegrityError(f"{files[-1]}: {tree.size} entries but the last is numbered {seq}; run `aecl verify`")
     covered = tree.size if last_cp == tree.size - 1 else last_cp
     return _Scan(tree, covered, origin, m.group(1).decode(), m.group(2).decode(), lines)
 
@@ -369,7 +472,7 @@ def _cut_torn_tail(fd: int, path: Path) -> None:
         return
     cut = tail.rfind(b"\n")
     if cut < 0 and tail_len < size:
-        raise AuditError(f"{path}: last line longer than 1 MiB; refusing to guess where it starts")
+        raise IntegrityError(f"{path}: last line longer than 1 MiB; refusing to guess where it starts")
     new_size = size - tail_len + cut + 1 if cut >= 0 else 0
     log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", path, size - new_size)
     os.ftruncate(fd, new_size)

@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-from enforcer.errors import AuditError
+from enforcer.errors import IntegrityError
 
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"  # domain separation: a leaf can never pass for a node
@@ -36,12 +36,16 @@ NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-class ProofError(AuditError):
+class ProofError(IntegrityError):
     """A Merkle proof or its parameters are malformed or do not verify."""
+
+    code = "proof_invalid"
 
 
 class RootMismatch(ProofError):
     """The root computed from a proof differs from the expected root."""
+
+    code = "proof_root_mismatch"
 
     def __init__(self, what: str, expected: bytes, calculated: bytes) -> None:
         super().__init__(f"{what} mismatch: expected {expected.hex()}, calculated {calculated.hex()}")

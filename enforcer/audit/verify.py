@@ -39,16 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from enforcer.audit.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint, parse_checkpoint
 from enforcer.audit.entry import GENESIS_PREV, leaf_hash, signature_message, split_line, transition_message
-from enforcer.audit.keys import key_id
+from enforcer.audit.files import iter_log_lines, log_files, read_lines
+from enforcer.audit.keys import key_id, raw_public_bytes
 from enforcer.audit.merkle import CompactTree
-from enforcer.errors import AuditError, VerificationError
+from enforcer.audit.records import CheckpointRecord, KeyTransitionRecord, parse_record
+from enforcer.errors import AuditUnavailable, IntegrityError, RecordError, VerificationError
 
 # One exit code per failure class, for scripts that act on the kind of failure.
 EXIT_CODES = {
@@ -76,13 +77,13 @@ class Checked:
     leaf_hash: str
     # The first failure among the line-local steps 4-6, checked after 2-3.
     late_failure: tuple[str, str] | None
-    record: dict[str, Any] | None  # kept only for checkpoint and key transition entries
+    record: CheckpointRecord | KeyTransitionRecord | None  # kept only for these kinds
     kid: str = ""
     sig: str = ""
 
 
 def _raw_keys(keys: Iterable[Ed25519PublicKey]) -> dict[str, bytes]:
-    return {key_id(k): k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) for k in keys}
+    return {key_id(k): raw_public_bytes(k) for k in keys}
 
 
 def check_line(n: int, raw: bytes, verifiers: dict[str, VerifyKey]) -> Checked:
@@ -107,7 +108,14 @@ def check_line(n: int, raw: bytes, verifiers: dict[str, VerifyKey]) -> Checked:
             verifiers[kid].verify(signature_message(bytes.fromhex(claimed)), base64.b64decode(sig, validate=True))
         except (BadSignatureError, binascii.Error, ValueError):
             late = ("signature", "Ed25519 signature does not verify")
-    keep = entry["record"] if entry["record"].get("kind") in _KEPT_KINDS else None
+    keep = None
+    kind = entry["record"].get("kind")
+    if isinstance(kind, str) and kind in _KEPT_KINDS:
+        try:  # read through the record types, as every reader of the log does
+            keep = parse_record(entry["record"])
+        except RecordError as e:
+            check = "checkpoint" if kind == "checkpoint" else "malformed"
+            raise VerificationError(n, check, str(e)) from None
     return Checked(entry["seq"], entry["prev"], claimed, late, keep, kid, sig)
 
 
@@ -120,7 +128,7 @@ def _check_lines(lines: Iterable[bytes], raw_keys: dict[str, bytes]) -> list[Che
         try:
             out.append(check_line(i + 1, raw, verifiers))
         except VerificationError as e:
-            out.append((i, str(e).split(": ", 2)[-1]))
+            out.append((i, e.detail))
             break  # nothing after the first failure is needed
     return out
 
@@ -162,7 +170,7 @@ def iter_checked_file(path: Path, keys: Iterable[Ed25519PublicKey], *, workers: 
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise AuditError(f"{path}: cannot read: {e.strerror}") from e
+        raise AuditUnavailable(f"{path}: cannot read: {e.strerror}") from e
     if workers == 1 or size < _PARALLEL_FROM_BYTES:
         yield from _in_order([_check_lines(read_lines(path), raw_keys)], first_seq, prev, learned)
         return
@@ -198,28 +206,15 @@ def _in_order(results: Iterable[list[Checked | tuple[int, str]]], first_seq: int
                     raise VerificationError(n, *item.late_failure)
                 if item.kid in learned:  # signed by a key a transition entry handed over
                     _verify_learned(n, item, learned)
-                elif (item.record or {}).get("kind") != "key_transition":
+                elif not isinstance(item.record, KeyTransitionRecord):
                     raise VerificationError(n, *item.late_failure)
                 # else: a transition signed by its new key; the caller checks it
             prev = item.leaf_hash
             yield item
 
 
-def read_lines(path: Path) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as f:
-            for line in f:
-                yield line[:-1] if line.endswith(b"\n") else line
-    except OSError as e:
-        raise AuditError(f"{path}: cannot read: {e.strerror}") from e
-
-
-def log_lines(path: Path) -> Iterator[bytes]:
-    """Every line of a log, across its sealed segments, oldest first."""
-    from enforcer.audit.log import sealed_segments
-
-    for f in [*sealed_segments(path), path]:
-        yield from read_lines(f)
+# Every line of a log, across its sealed segments, oldest first.
+log_lines = iter_log_lines
 
 
 def verify_file(path: Path, keys: Iterable[Ed25519PublicKey], *,
@@ -245,7 +240,7 @@ def parse_trusted_checkpoint(note: bytes) -> Checkpoint:
     try:
         return parse_checkpoint(note.rpartition(b"\n\n")[0] + b"\n")
     except CheckpointError as e:
-        raise AuditError(f"the trusted checkpoint is malformed: {e}") from None
+        raise IntegrityError(f"the trusted checkpoint is malformed: {e}") from None
 
 
 def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Checkpoint:
@@ -254,7 +249,7 @@ def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Ch
         origin = note.split(b"\n", 1)[0].decode()
         cp, _ = open_checkpoint(note, [NoteVerifier(origin, k) for k in keys])
     except (CheckpointError, UnicodeDecodeError) as e:
-        raise AuditError(f"the trusted checkpoint does not verify: {e}") from None
+        raise IntegrityError(f"the trusted checkpoint does not verify: {e}") from None
     return cp
 
 
@@ -262,18 +257,16 @@ def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted_note: by
                progress: Callable[[int], None] | None = None, workers: int | None = None) -> VerifyReport:
     """The whole log: its sealed segments (path.seg-*), oldest first, then path.
     `trusted_note` is a signed checkpoint the auditor kept elsewhere."""
-    from enforcer.audit.log import sealed_segments
-
     keys = list(keys)
     trusted = parse_trusted_checkpoint(trusted_note) if trusted_note is not None else None
-    files = [*sealed_segments(path), path]
+    files = log_files(path)
     state = _State()
     for i, f in enumerate(files):
         try:
             _verify_segment(f, keys, state, trusted, progress, workers)
         except VerificationError as e:
             if len(files) > 1:  # name the file: line numbers are per file
-                raise VerificationError(e.line, e.kind, f"in {f.name}: {str(e).split(': ', 2)[-1]}") from None
+                raise VerificationError(e.line, e.kind, f"in {f.name}: {e.detail}") from None
             raise
         if i < len(files) - 1 and state.n_in_file == 0:
             raise VerificationError(1, "malformed", f"sealed segment {f.name} is empty")
@@ -311,7 +304,7 @@ def _verify_segment(path: Path, keys: list[Ed25519PublicKey], state: _State, tru
     checked = iter_checked_file(path, keys, workers=workers, first_seq=tree.size, prev=state.prev,
                                 learned=state.learned)
     for n, item in enumerate(checked, start=1):
-        kind = item.record.get("kind") if item.record is not None else None
+        kind = item.record.KIND if item.record is not None else None
         if kind == "key_transition":
             _learn_key(n, item, [*keys, *state.learned_pub], state)
         elif kind == "checkpoint":
@@ -334,30 +327,28 @@ def _learn_key(n: int, item: Checked, trusted: list[Ed25519PublicKey], state: _S
     """A key_transition entry: the outgoing (trusted) key's signature over the
     hand-over, and the entry itself signed by one of the two keys."""
     r = item.record
+    assert isinstance(r, KeyTransitionRecord)
     by_kid = {key_id(k): k for k in trusted}
-    old = by_kid.get(r.get("old_kid"))
+    old = by_kid.get(r.old_kid)
     if old is None:
-        raise VerificationError(n, "unknown_key", f"key transition from untrusted key {r.get('old_kid')!r}")
+        raise VerificationError(n, "unknown_key", f"key transition from untrusted key {r.old_kid!r}")
     try:
-        raw = base64.b64decode(str(r.get("new_public_key")), validate=True)
+        raw = base64.b64decode(r.new_public_key, validate=True)
         new = Ed25519PublicKey.from_public_bytes(raw)
-        old.verify(base64.b64decode(str(r.get("old_signature")), validate=True),
-                   transition_message(r["old_kid"], str(r.get("new_kid")), raw))
+        old.verify(base64.b64decode(r.old_signature, validate=True), transition_message(r.old_kid, r.new_kid, raw))
     except (InvalidSignature, binascii.Error, ValueError, TypeError):
         raise VerificationError(n, "signature", "key transition not signed by the outgoing key") from None
-    if key_id(new) != r.get("new_kid") or item.kid not in (r["old_kid"], r["new_kid"]):
+    if key_id(new) != r.new_kid or item.kid not in (r.old_kid, r.new_kid):
         raise VerificationError(n, "signature", "key transition names a key other than the one it carries")
     state.learned[key_id(new)] = VerifyKey(raw)
     state.learned_pub.append(new)
-    if item.kid == r["new_kid"] and item.late_failure is not None:
+    if item.kid == r.new_kid and item.late_failure is not None:
         _verify_learned(n, item, state.learned)
 
 
-def _check_checkpoint(n: int, record: dict[str, Any], tree: CompactTree,
+def _check_checkpoint(n: int, record: CheckpointRecord, tree: CompactTree,
                       keys: list[Ed25519PublicKey]) -> Checkpoint:
-    note = record.get("note")
-    if not isinstance(note, str):
-        raise VerificationError(n, "checkpoint", "checkpoint entry without a note")
+    note = record.note
     origin = note.split("\n", 1)[0]
     try:
         cp, _ = open_checkpoint(note.encode(), [NoteVerifier(origin, k) for k in keys])
@@ -367,6 +358,6 @@ def _check_checkpoint(n: int, record: dict[str, Any], tree: CompactTree,
         raise VerificationError(n, "checkpoint", f"checkpoint claims {cp.size} entries, {tree.size} precede it")
     if cp.root != tree.root():
         raise VerificationError(n, "checkpoint", "checkpoint root is not the Merkle root of the entries before it")
-    if record.get("tree_size") != cp.size or record.get("root") != base64.b64encode(cp.root).decode():
+    if record.tree_size != cp.size or record.root != base64.b64encode(cp.root).decode():
         raise VerificationError(n, "checkpoint", "checkpoint entry's tree_size/root differ from its signed note")
     return cp

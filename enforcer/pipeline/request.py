@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from enforcer.audit.log import Appended
 from enforcer.policy.decision import Decision
 
 Rpc = Literal["StartTask", "Decide", "Execute"]
@@ -28,6 +29,9 @@ class CallRequest:
     untrusted_input_source: bool = False
     triggering_input: str = ""
     idempotency_key: str = ""
+    # time.monotonic() at which the caller stops waiting (its RPC deadline),
+    # so a cancellation can be logged as a deadline or a client's cancel.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,14 @@ class TaskStarted:
     task_id: str
     expires_at: float
     event_id: str
+    appended: Appended | None = None
 
 
 @dataclass(frozen=True)
 class DecideResult:
     decision: Decision
     event_id: str
+    appended: Appended | None = None
 
 
 @dataclass(frozen=True)
@@ -53,4 +59,5 @@ class ExecuteResult:
     approval_id: str = ""
     sandbox_id: str = ""
     output_truncated: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Where the entry that ends the call's story landed in the audit log.
+    appended: Appended | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from enforcer.errors import MalformedDecision
+from enforcer.errors import AeclError, MalformedDecision
 
 Outcome = Literal["approve", "block", "escalate"]
 
@@ -52,6 +52,30 @@ class Decision:
     # Set by the pipeline for agents in shadow mode: decided, not enforced.
     shadow: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by blocked_by_error: the code of the PolicyError the call failed closed on.
+    error_code: str = ""
+
+    @property
+    def failed_closed(self) -> bool:
+        """Blocked because the policy gave no well-formed answer, not by a rule."""
+        return bool(self.error_code)
+
+    def explanation(self) -> dict[str, Any]:
+        """The fields a reader sees (the RPC's Decision message, `aecl decide`),
+        in this order; fresh containers, so the caller may keep or change them."""
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "risk_score": self.risk_score,
+            "gate": self.gate,
+            "policy_revision": self.policy_revision,
+            "decision_id": self.decision_id,
+            "risk_flags": list(self.risk_flags),
+            "approval_ttl_seconds": self.approval_ttl_seconds,
+            "rule": self.rule,
+            "risk_weights": dict(self.risk_weights),
+            "shadow": self.shadow,
+        }
 
 
 def parse_decision(raw: Any, *, revision: str, decision_id: str) -> Decision:
@@ -97,4 +121,5 @@ def blocked_by_error(error: Exception, *, revision: str, decision_id: str) -> De
         policy_revision=revision,
         decision_id=decision_id,
         rule="engine.error",
+        error_code=error.code if isinstance(error, AeclError) else AeclError.code,
     )

@@ -52,7 +52,6 @@ revisions := {{b.manifest.revision |
 _MARKER = "aecl_meta"
 _PUSH_QUERY = f"""decision := [d | d := data.{_PACKAGE.replace("/", ".")}.{_RULE}]
 revision := object.get(data, ["{_MARKER}", "revision"], "")"""
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class OpaEngine:
@@ -199,12 +198,40 @@ def check_bundle_file(bundle: Path, revision: str) -> None:
         )
 
 
+def development_opa() -> Path | None:
+    """Where scripts/build-opa.sh leaves its build: $AECL_OPA_CACHE/bin/opa, or
+    .cache/opa/bin/opa of the source checkout this package runs from. None for
+    an installed package (no checkout, no build cache) without $AECL_OPA_CACHE."""
+    cache = os.environ.get("AECL_OPA_CACHE")
+    if cache:
+        return Path(cache) / "bin" / "opa"
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "scripts" / "build-opa.sh").is_file():
+        return checkout / ".cache" / "opa" / "bin" / "opa"
+    return None
+
+
 def find_opa_binary(configured: str | None = None) -> str:
-    candidates = [configured, os.environ.get("OPA_BIN"), shutil.which("opa"), str(REPO_ROOT / ".cache/opa/bin/opa")]
-    for c in candidates:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    raise ConfigError("no opa binary: set $OPA_BIN, put opa on PATH, or run scripts/build-opa.sh")
+    """The opa binary: `configured` (policy.opa.binary, --opa), else $OPA_BIN,
+    else `opa` on PATH, else a development build (development_opa). A binary
+    named explicitly must exist: it is never silently replaced by another."""
+    def runnable(c: str | os.PathLike | None) -> bool:
+        return bool(c) and os.path.isfile(c) and os.access(c, os.X_OK)
+
+    for what, explicit in (("the configured opa binary", configured), ("$OPA_BIN", os.environ.get("OPA_BIN"))):
+        if explicit:
+            if not runnable(explicit):
+                raise ConfigError(f"{what} is {explicit!r}, which is not an executable file")
+            return explicit
+    found = shutil.which("opa")
+    if found:
+        return found
+    dev = development_opa()
+    if dev is not None and runnable(dev):
+        return str(dev)
+    tried = "policy.opa.binary, $OPA_BIN, PATH" + (f", {dev}" if dev is not None else "")
+    raise ConfigError(f"no opa binary (looked at {tried}): set policy.opa.binary or $OPA_BIN, put opa on PATH, "
+                      "or in a source checkout run scripts/build-opa.sh")
 
 
 def free_port() -> int:

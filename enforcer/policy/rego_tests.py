@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import enforcer
 from enforcer.errors import ConfigError
 
 DEFAULT_IGNORE = ("capabilities.json",)
@@ -48,7 +49,9 @@ PACKAGE_RE = re.compile(r"^package[ \t]+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-
                         re.MULTILINE)
 DEFAULT_TIMEOUT_S = 30.0
 RESULT_VAR = "aecl_test_result"
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# Where this `enforcer` package was imported from (a source checkout's root, or
+# the site-packages of an installed wheel): the worker imports the same one.
+IMPORT_ROOT = Path(enforcer.__file__).resolve().parent.parent
 
 Status = Literal["pass", "fail", "error"]
 
@@ -259,9 +262,11 @@ def _run_worker(suite: TestSuite, indices: list[int], timeout_s: float,
     proc = subprocess.Popen(
         [python, "-m", "enforcer.policy.rego_tests", "--worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        # The worker imports this package from where the caller found it.
+        # The worker imports this package from where the caller found it, whatever
+        # the caller's cwd (`-m` puts the cwd first on sys.path).
+        cwd=IMPORT_ROOT,
         env={**os.environ, "PYTHONFAULTHANDLER": "",
-             "PYTHONPATH": os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))},
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(IMPORT_ROOT), os.environ.get("PYTHONPATH")]))},
     )
     lines: queue.SimpleQueue = queue.SimpleQueue()
     stderr_chunks: list[bytes] = []

@@ -25,50 +25,58 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from enforcer.config import ServiceConfig
 from enforcer.errors import AeclError, ConfigError
-from enforcer.manifests import ToolRegistry, load_agents, load_registry
+from enforcer.manifests import AgentManifest, ToolRegistry, load_agents, load_registry
 from enforcer.policy.engine import PolicyEngine, create_engine
+from enforcer.policy.holder import RELOADABLE, ActivePolicy, PolicyHolder
 from enforcer.policy.opa import find_opa_binary
 from enforcer.policy.policyset import PolicySet, build_policy_set
+from enforcer.sandbox.profile import check_tools_dir
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ActivePolicy:
-    engine: PolicyEngine
+class LoadedPolicy:
+    """What an operator wrote, read and validated, before any engine."""
+
+    agents: dict[str, AgentManifest]
     registry: ToolRegistry
     policy_set: PolicySet
-    shadow_all: bool = False
-    shadow_agents: frozenset[str] = frozenset()
-
-    @property
-    def revision(self) -> str:
-        return self.engine.revision
-
-    def is_shadow(self, agent_id: str) -> bool:
-        return self.shadow_all or agent_id in self.shadow_agents
 
 
-def load_policy_set(config: ServiceConfig) -> tuple[ToolRegistry, PolicySet]:
+def service_secrets(config: ServiceConfig) -> list[Path]:
+    """What no sandbox may ever see: signing keys, the log, the state."""
+    a = config.audit
+    return [p for p in (a.signing_key, a.previous_signing_key, a.path, a.checkpoint_path, config.state.sqlite_path)
+            if p is not None]
+
+
+def load_policy_set(config: ServiceConfig) -> LoadedPolicy:
     """Read manifests, registry and Rego; raise ConfigError naming the file."""
     agents = load_agents(config.agents_dir)
     registry = load_registry(config.tool_registry)
-    return registry, build_policy_set(config.policy.rego_dir, agents, config.policy)
+    if registry.tools_dir is not None:
+        try:
+            check_tools_dir(registry.tools_dir, service_secrets(config))
+        except ValueError as e:
+            raise ConfigError(f"{config.tool_registry}: {e}") from None
+    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy))
 
 
 def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
-                   loaded: tuple[ToolRegistry, PolicySet] | None = None) -> ActivePolicy:
+                   loaded: LoadedPolicy | None = None) -> ActivePolicy:
     """Compile an engine for the policy set; `previous` hands over its sidecar."""
-    registry, policy_set = loaded or load_policy_set(config)
+    loaded = loaded or load_policy_set(config)
+    policy_set = loaded.policy_set
     engine = previous.derive(policy_set) if previous is not None else create_engine(policy_set, config.policy)
     return ActivePolicy(
         engine=engine,
-        registry=registry,
+        registry=loaded.registry,
         policy_set=policy_set,
+        agents=loaded.agents,
         shadow_all=config.policy.mode == "shadow",
         shadow_agents=frozenset(config.policy.shadow_agents),
     )
@@ -162,12 +170,26 @@ class ReloadResult:
     at: float = field(default_factory=time.time)
 
 
+def needs_restart(old: ServiceConfig, new: ServiceConfig) -> list[str]:
+    """Top-level settings (dotted for policy.*) that changed but are not
+    reloadable (holder.RELOADABLE): a reload leaves them as they were."""
+    a, b = old.model_dump(), new.model_dump()
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        if key == "policy":
+            changed += [f"policy.{k}" for k in sorted(set(a[key]) | set(b[key]))
+                        if a[key].get(k) != b[key].get(k) and f"policy.{k}" not in RELOADABLE]
+        elif a.get(key) != b.get(key) and key not in RELOADABLE:
+            changed.append(key)
+    return changed
+
+
 class PolicyReloader:
-    """Owns reloads of one pipeline's ActivePolicy (one at a time)."""
+    """Owns reloads of the ActivePolicy in one holder (one at a time)."""
 
     def __init__(
         self,
-        pipeline: Any,
+        holder: PolicyHolder,
         config: ServiceConfig,
         load_config: Callable[[], ServiceConfig],
         record: Callable[[ReloadResult], Awaitable[None]],
@@ -175,7 +197,7 @@ class PolicyReloader:
         run_tests: bool = True,
         config_path: Path | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self.holder = holder
         self._config = config
         self._load_config = load_config
         self._record = record
@@ -187,7 +209,7 @@ class PolicyReloader:
 
     async def reload(self, trigger: str) -> ReloadResult:
         async with self._lock:
-            current: ActivePolicy = self.pipeline.active
+            current = self.holder.current
             try:
                 config, candidate = await asyncio.get_running_loop().run_in_executor(None, self._candidate, current)
             except AeclError as e:
@@ -197,9 +219,15 @@ class PolicyReloader:
             else:
                 changed = (candidate.revision, candidate.shadow_all, candidate.shadow_agents) != (
                     current.revision, current.shadow_all, current.shadow_agents)
+                restart = needs_restart(self._config, config)
+                if restart:
+                    log.warning("configuration changes to %s are not reloadable and stay as they were until "
+                                "a restart", ", ".join(restart))
                 # Swap even when unchanged: a derived OPA engine now owns the sidecar.
-                self.pipeline.active = candidate  # the swap: one reference, atomic
-                self._config = config
+                self.holder.swap(candidate)  # one reference, atomic
+                # Only what was applied is remembered, so a later reload
+                # still reports the pending restart.
+                self._config = _with_reloadable(self._config, config)
                 self._retire(current.engine)
                 if not changed:
                     result = ReloadResult(trigger, False, current.revision, current.revision, "policy unchanged")
@@ -207,6 +235,8 @@ class PolicyReloader:
                     result = ReloadResult(trigger, True, current.revision, candidate.revision,
                                           f"policy revision {candidate.revision} in force "
                                           f"(was {current.revision})")
+                if restart:
+                    result.message += f"; not applied until a restart: {', '.join(restart)}"
                     log.warning("%s (trigger: %s)", result.message, trigger)
                     if candidate.shadow_all or candidate.shadow_agents:
                         log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
@@ -224,9 +254,11 @@ class PolicyReloader:
         loaded = load_policy_set(config)  # manifest and registry errors first: they name the field
         if self._run_tests:
             run_opa_tests(config.policy.rego_dir, config.policy.opa.binary)
-        if config.policy.engine == "embedded":
-            probe_embedded(loaded[1])
-        return config, compile_active(config, previous=current.engine, loaded=loaded)
+        if self._config.policy.engine == "embedded":
+            probe_embedded(loaded.policy_set)
+        # The engine kind and its settings are not reloadable: compile with the running ones.
+        return config, compile_active(_with_reloadable(self._config, config), previous=current.engine,
+                                      loaded=loaded)
 
     def _retire(self, engine: PolicyEngine) -> None:
         # Calls already evaluating on the old engine finish on it; it is
@@ -260,3 +292,12 @@ class PolicyReloader:
                 seen = fingerprint(paths(), extra)
                 await self.reload("watch")
 
+
+
+def _with_reloadable(running: ServiceConfig, candidate: ServiceConfig) -> ServiceConfig:
+    """The running configuration with only the reloadable settings taken
+    from the candidate."""
+    policy = running.policy.model_copy(update={k.split(".", 1)[1]: getattr(candidate.policy, k.split(".", 1)[1])
+                                               for k in RELOADABLE if k.startswith("policy.")})
+    return running.model_copy(update={"agents_dir": candidate.agents_dir,
+                                      "tool_registry": candidate.tool_registry, "policy": policy})

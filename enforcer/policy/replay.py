@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enforcer.errors import AuditError, PolicyError
-from enforcer.policy.decision import blocked_by_error, parse_decision
+from enforcer.audit.files import log_files
+from enforcer.audit.records import DecisionRecord, parse_record
+from enforcer.errors import AuditUnavailable, IntegrityError, RecordError
+from enforcer.policy.evaluate import evaluate_decision
 
 OUTCOMES = ("approve", "escalate", "block")
 DECISION_KIND = "decision"
 
 
-class LogReadError(AuditError):
+class LogReadError(IntegrityError):
     """A log line cannot be read as an audit entry. `line` is 1-based."""
+
+    code = "audit_entry_unreadable"
 
     def __init__(self, path: str, line: int, message: str) -> None:
         super().__init__(f"{path}: line {line}: {message}")
@@ -163,33 +167,32 @@ def replay(entries: Iterable[dict[str, Any]], engine: Any) -> ReplayReport:
         if record.get("kind") != DECISION_KIND:
             continue
         event_id = _text(record.get("event_id"))
-        policy_input = record.get("policy_input")
-        if policy_input is None:
+        if "policy_input" not in record:
             report.skipped.append(Skipped(line, event_id, "no policy_input recorded (logged by an older version)"))
             continue
-        if not isinstance(policy_input, dict):
-            report.skipped.append(Skipped(line, event_id, "policy_input is not an object"))
+        try:
+            typed = parse_record(record)  # read through the record's one definition
+        except RecordError as e:
+            report.skipped.append(Skipped(line, event_id, f"not a readable decision record: {e}"))
             continue
-        if record.get("outcome") not in OUTCOMES:
-            why = f"recorded outcome {record.get('outcome')!r} is not a decision"
+        assert isinstance(typed, DecisionRecord)
+        if typed.outcome not in OUTCOMES:
+            why = f"recorded outcome {typed.outcome!r} is not a decision"
             report.skipped.append(Skipped(line, event_id, why))
             continue
-        decision_id = _text(record.get("decision_id"))
-        try:
-            raw = engine.evaluate(policy_input)
-            decision = parse_decision(raw, revision=report.candidate_revision, decision_id=decision_id)
-        except PolicyError as e:  # the fail-closed rule, as in the pipeline
+        decision_id = typed.decision_id or ""
+        # The fail-closed rule, as in the pipeline: an engine error is a block.
+        decision = evaluate_decision(engine, typed.policy_input, decision_id=decision_id,
+                                     revision=report.candidate_revision)
+        if decision.failed_closed:
             report.engine_errors += 1
-            decision = blocked_by_error(e, revision=report.candidate_revision, decision_id=decision_id)
         report.replayed += 1
-        report.recorded_revisions[_text(record.get("policy_applied"))] += 1
-        old = Verdict(record["outcome"], _text(record.get("gate")), _text(record.get("reason")),
-                      record.get("risk_score"))
+        report.recorded_revisions[typed.policy_applied] += 1
+        old = Verdict(typed.outcome, typed.gate, typed.reason, typed.risk_score)
         new = Verdict(decision.outcome, decision.gate, decision.reason, decision.risk_score)
         change = Change(
-            line=line, event_id=event_id, decision_id=decision_id, agent_id=_text(record.get("agent_id")),
-            action_name=_text(record.get("action_name")), recorded_revision=_text(record.get("policy_applied")),
-            old=old, new=new,
+            line=line, event_id=event_id, decision_id=decision_id, agent_id=typed.agent_id,
+            action_name=typed.action_name, recorded_revision=typed.policy_applied, old=old, new=new,
         )
         if old.outcome != new.outcome:
             report.changes.append(change)
@@ -207,9 +210,7 @@ def read_log(path: Path) -> Iterator[dict[str, Any]]:
     """The log's entries in order, across its sealed segments. A line that is
     not a JSON object with a `record` object stops the replay with an error
     naming the file and line; nothing here checks signatures (that is `aecl verify`)."""
-    from enforcer.audit.log import sealed_segments
-
-    for segment in [*sealed_segments(path), path]:
+    for segment in log_files(path):
         yield from _read_file(segment)
 
 
@@ -218,7 +219,7 @@ def _read_file(path: Path) -> Iterator[dict[str, Any]]:
     try:
         f = path.open("rb")
     except OSError as e:
-        raise AuditError(f"{name}: cannot read: {e.strerror}") from e
+        raise AuditUnavailable(f"{name}: cannot read: {e.strerror}") from e
     with f:
         for n, raw in enumerate(f, start=1):
             text = raw.rstrip(b"\n")

@@ -4,6 +4,7 @@ backend (nsjail) must map to satisfy it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
@@ -17,12 +18,31 @@ class SandboxBackend(Protocol):
 
     async def run(
         self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
-        *, sandbox: SandboxOverrides | None = None,
+        *, sandbox: SandboxOverrides | None = None, release: Awaitable[object] | None = None,
     ) -> SandboxResult:
         """Run `command` isolated as the profile says, `stdin` on its standard
         input, for at most min(timeout_s, profile.lifetime_s); kill the whole
         process tree on timeout or cancellation. Raises SandboxError only when
-        the sandbox could not be set up (nothing of the tool ran)."""
+        the sandbox could not be set up (nothing of the tool ran).
+
+        release: set the sandbox up while it is pending and let the tool
+        start only once it has succeeded; if it raises (CancelledError
+        included), kill the sandbox unreleased (no tool code ran), clean up
+        and re-raise that exception.
+
+        Service-wide cap: at most max_concurrent sandboxes at once, further
+        callers wait in FIFO order; past max_waiting waiters, raise
+        SandboxBusy at once (nothing started)."""
+        ...
+
+    @property
+    def running(self) -> int:
+        """Sandboxes holding a slot."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot."""
         ...
 
     def kill_all(self) -> None:

@@ -19,6 +19,10 @@ What is used where:
 A process is placed by writing its pid to cgroup.procs: the runner does it for
 bubblewrap's sandbox init while bubblewrap waits on --block-fd, so the tool and
 everything it forks start inside.
+
+Totals: optional limits on the `aecl/` parent itself (memory, pids), which
+bound all sandboxes together; written at startup wherever the controller is
+attached, handled like the per-sandbox limits when the machine refuses them.
 """
 
 from __future__ import annotations
@@ -153,16 +157,41 @@ def _limit_files(version: int, controllers: frozenset[str], limits) -> list[tupl
     return out
 
 
+# The totals on the aecl/ parent: name -> controller.
+TOTAL_CONTROLLERS = {"total_memory": "memory", "total_pids": "pids"}
+
+
+def _total_files(version: int, controller: str, value: int) -> list[tuple[str, str, bool]]:
+    """(file, value, required) to write on the aecl/ parent for one total."""
+    if controller == "memory":
+        if version == 1:
+            # memsw must stay >= limit_in_bytes, and the parent may hold an
+            # earlier value: written on both sides so that raising and lowering work.
+            return [("memory.memsw.limit_in_bytes", str(value), False), ("memory.limit_in_bytes", str(value), True),
+                    ("memory.memsw.limit_in_bytes", str(value), False)]
+        return [("memory.max", str(value), True), ("memory.swap.max", "0", False)]
+    return [("pids.max", str(value), True)]
+
+
 @dataclass
 class CgroupSupport:
     hierarchies: list[Hierarchy] = field(default_factory=list)
     applied: dict[str, str] = field(default_factory=dict)   # limit -> "cgroup v1" / "cgroup v2"
     missing: dict[str, str] = field(default_factory=dict)   # limit -> why not
     limits: object = None
+    # The totals on the aecl/ parent(s): total_memory / total_pids -> where
+    # written, or -> why not.
+    totals_applied: dict[str, str] = field(default_factory=dict)
+    totals_missing: dict[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
         return bool(self.hierarchies)
+
+    @property
+    def can_freeze(self) -> bool:
+        """A cgroup v2 hierarchy is used: sandboxes can be frozen (cgroup.freeze)."""
+        return any(h.version == 2 for h in self.hierarchies)
 
     def describe(self) -> str:
         parts = [f"{k} ({v})" for k, v in self.applied.items()]
@@ -170,27 +199,40 @@ class CgroupSupport:
         s = "cgroup limits " + (", ".join(parts) if parts else "none")
         if gone:
             s += "; not applied: " + "; ".join(gone)
+        if self.totals_applied or self.totals_missing:
+            s += "; parent limits " + (", ".join(f"{k}={v}" for k, v in self.totals_applied.items()) or "none")
+            if self.totals_missing:
+                s += "; parent limits not applied: " + "; ".join(f"{k}: {v}" for k, v in self.totals_missing.items())
         if self.hierarchies:
             s += "; sandboxes under " + ", ".join(str(h.base) for h in self.hierarchies)
         return s
 
     @classmethod
     def detect(cls, limits, *, mountinfo: str | None = None, proc_cgroup: str | None = None,
-               dirname: str = "aecl") -> CgroupSupport:
+               dirname: str = "aecl", total_memory_bytes: int | None = None,
+               total_pids: int | None = None) -> CgroupSupport:
+        """`total_*`: limits on the `dirname` parent(s) themselves, bounding
+        all sandboxes together (None: not written, whatever is there stays)."""
         want = {"memory": limits.memory_bytes, "pids": limits.pids, "cpu": limits.cpus}
         want = {k for k, v in want.items() if v}
+        totals = {k: v for k, v in (("total_memory", total_memory_bytes), ("total_pids", total_pids)) if v}
+        # Hierarchies needed: for the per-sandbox limits and for the totals.
+        need = want | {TOTAL_CONTROLLERS[k] for k in totals}
         sup = cls(limits=limits)
         if limits.cgroups == "off":
             for k in sorted(want):
                 sup.missing[k] = "cgroups are off in the profile"
+            for k in totals:
+                sup.totals_missing[k] = "cgroups are off in the profile"
             return sup
         try:
             mountinfo = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
             proc_cgroup = proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
         except OSError as e:
-            for k in sorted(want):
+            for k in sorted(need):
                 sup.missing[k] = f"cannot read this process's cgroups: {e}"
-            return sup
+            sup._split_totals(want, totals)
+            return sup._check_required()
         found = own_cgroup_dirs(mountinfo, proc_cgroup)
         if any(v == 2 for v, _, _ in found):
             # v2 has cpu.stat in every cgroup: no need for v1 cpuacct as well.
@@ -198,8 +240,8 @@ class CgroupSupport:
         v1_ctrls = set().union(*(c for v, c, _ in found if v == 1)) if found else set()
         for version, ctrls, own in found:
             if version == 2:
-                ctrls = frozenset(_v2_enable(own, (want - v1_ctrls), sup))
-            usable = ctrls & (set(want) | set(ACCOUNTING_CONTROLLERS))
+                ctrls = frozenset(_v2_enable(own, (need - v1_ctrls), sup))
+            usable = ctrls & (need | set(ACCOUNTING_CONTROLLERS))
             if version == 1 and not usable:
                 continue
             base = own / dirname
@@ -209,19 +251,51 @@ class CgroupSupport:
                     _write(base / "cgroup.subtree_control", " ".join("+" + c for c in sorted(ctrls)))
                 _probe(base, version, frozenset(usable), limits)
             except OSError as e:
-                for c in sorted(usable & want):
+                for c in sorted(usable & need):
                     sup.missing[c] = f"cgroup v{version} at {own}: {e.strerror or e}"
                 continue
             sup.hierarchies.append(Hierarchy(version, frozenset(usable), base))
-            for c in sorted(usable & want):
+            for c in sorted(usable & need):
                 sup.applied[c] = f"cgroup v{version}"
                 sup.missing.pop(c, None)
-        for c in sorted(want - set(sup.applied)):
+        for c in sorted(need - set(sup.applied)):
             sup.missing.setdefault(c, "no cgroup hierarchy with this controller is usable here")
-        if limits.cgroups == "required" and sup.missing:
+        sup._split_totals(want, totals)
+        return sup._check_required()
+
+    def _split_totals(self, want: set[str], totals: dict[str, int]) -> None:
+        """Write the totals on the parents; keep in `applied`/`missing` only
+        the per-sandbox limits (a controller can be there for a total alone)."""
+        for k, value in totals.items():
+            ctrl = TOTAL_CONTROLLERS[k]
+            where = [h for h in self.hierarchies if ctrl in h.controllers]
+            if not where:
+                self.totals_missing[k] = self.missing.get(ctrl, "no cgroup hierarchy with this controller is usable here")
+                continue
+            try:
+                for h in where:
+                    for fname, v, required in _total_files(h.version, ctrl, value):
+                        try:
+                            _write(h.base / fname, v)
+                        except OSError:
+                            if required:
+                                raise
+                self.totals_applied[k] = f"{value} (cgroup v{where[0].version})"
+            except OSError as e:
+                self.totals_missing[k] = f"cgroup v{h.version} at {h.base}: {e.strerror or e}"
+        for c in list(self.applied):
+            if c not in want:
+                del self.applied[c]
+        for c in list(self.missing):
+            if c not in want:
+                del self.missing[c]
+
+    def _check_required(self) -> CgroupSupport:
+        if self.limits.cgroups == "required" and (self.missing or self.totals_missing):
+            gone = {**self.missing, **self.totals_missing}
             raise SandboxError("the sandbox profile requires cgroup limits that this machine does not allow: "
-                               + "; ".join(f"{k}: {v}" for k, v in sup.missing.items()))
-        return sup
+                               + "; ".join(f"{k}: {v}" for k, v in gone.items()))
+        return self
 
     # -- per sandbox ---------------------------------------------------------
 
@@ -324,6 +398,16 @@ class SandboxCgroup:
     def attach(self, pid: int) -> None:
         for _, d in self.dirs:
             _write(d / "cgroup.procs", str(pid))
+
+    def freeze(self, frozen: bool) -> bool:
+        """Freeze (or thaw) everything in the sandbox through cgroup v2's
+        cgroup.freeze; True if done. Once the write returns, no process of
+        the cgroup runs user code until thawed; SIGKILL still kills them."""
+        for h, d in self.dirs:
+            if h.version == 2 and (d / "cgroup.freeze").exists():
+                _write(d / "cgroup.freeze", "1" if frozen else "0")
+                return True
+        return False
 
     def pids(self) -> list[int]:
         for _, d in self.dirs:

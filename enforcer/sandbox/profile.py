@@ -4,12 +4,17 @@ resources it may use. Per-tool overrides (tool registry) are validated here too.
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from enforcer._yaml import describe_validation_error, read_document
+
+# The shipped profile (package data), used when sandbox.profile is unset.
+DEFAULT_PROFILE = Path(__file__).resolve().parent / "profiles" / "default.yaml"
 
 # Paths a profile may never expose: the host's secrets and live sockets.
 FORBIDDEN_BINDS = ("/", "/etc", "/home", "/root", "/run", "/var", "/tmp", "/proc", "/sys", "/dev")
@@ -44,6 +49,72 @@ def check_bind(path: str) -> str:
                 what = "is a sandbox mount point" if tree in RESERVED_MOUNTS else "would expose host state"
                 raise ValueError(f"bind '{path}'{' (-> ' + p + ')' if p != norm else ''} {what} (under {tree})")
     return path
+
+
+# Where a registry's tools_dir may never be: the kernel's and the host's
+# runtime state, system configuration, service state and logs. Unlike the
+# profile's binds (mounted at their own path, so /tmp and /home are refused
+# wholesale), tools_dir is mounted at /opt/aecl/tools and is usually a folder
+# of a checkout, which may live in a home directory or under /tmp: there it
+# is judged by what it holds (check_tools_dir), not by where it is.
+TOOLS_DIR_FORBIDDEN_TREES = (
+    "/proc", "/sys", "/dev", "/run", "/var/run", "/boot", "/etc",
+    "/var/lib", "/var/log", "/var/spool", "/var/mail", "/var/cache", "/opt/aecl/tools",
+)
+MAX_TOOLS_DIR_ENTRIES = 10_000
+
+
+def check_tools_dir(tools_dir: Path, secrets: Iterable[Path]) -> None:
+    """Refuse a registry `tools_dir` (bound read-only at /opt/aecl/tools in
+    every sandbox) that would expose more than tools:
+
+    1. it must be absolute and normalised, and neither a top-level host
+       directory (FORBIDDEN_BINDS), a home directory itself, nor inside
+       TOOLS_DIR_FORBIDDEN_TREES, as written and after resolving symlinks;
+    2. it must hold none of `secrets` (the audit signing keys, the log, the
+       state database: the caller passes them), compared after resolving;
+    3. nothing in it may be a socket, FIFO or device node (a read-only bind
+       still lets a sandbox connect to a socket), and no directory in it may
+       be writable by group or others (anyone could plant a tool or socket).
+    A tools_dir that does not exist yet passes 1 and 2 (it binds nothing)."""
+    path = str(tools_dir)
+    if not path.startswith("/"):
+        raise ValueError(f"tools_dir: bind '{path}' must be an absolute path")
+    norm = os.path.normpath(path)
+    if norm != path.rstrip("/") and path != "/":
+        raise ValueError(f"tools_dir: bind '{path}' must be normalised (no '..', '.' or '//'): '{norm}'")
+    root = os.path.realpath(norm)
+    for p in {norm, root}:
+        shown = f"'{path}'" + (f" (-> '{p}')" if p != norm else "")
+        parts = p.strip("/").split("/")
+        if p in FORBIDDEN_BINDS or (len(parts) == 2 and parts[0] == "home"):
+            raise ValueError(f"tools_dir: bind {shown} would expose host state; name a folder of tools")
+        for tree in TOOLS_DIR_FORBIDDEN_TREES:
+            if p == tree or p.startswith(tree + "/"):
+                raise ValueError(f"tools_dir: bind {shown} would expose host state (under {tree})")
+    for secret in secrets:
+        real = os.path.realpath(secret)
+        if real == root or real.startswith(root.rstrip("/") + "/"):
+            shown = f"'{secret}'" + (f" (-> '{real}')" if real != str(secret) else "")
+            raise ValueError(f"tools_dir '{tools_dir}' would expose {shown} to every sandbox: "
+                             f"keep the service's secrets and state outside it")
+    if not os.path.isdir(root):
+        return
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        st = os.lstat(dirpath)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ValueError(f"tools_dir: '{dirpath}' is writable by group or others "
+                             f"(mode {stat.S_IMODE(st.st_mode):04o}): anyone could plant a tool in it")
+        for name in filenames + dirnames:
+            seen += 1
+            if seen > MAX_TOOLS_DIR_ENTRIES:
+                raise ValueError(f"tools_dir: '{tools_dir}' holds more than {MAX_TOOLS_DIR_ENTRIES} entries; "
+                                 "name the folder of tools, not a whole tree")
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise ValueError(f"tools_dir: '{os.path.join(dirpath, name)}' is a socket, FIFO or device: "
+                                 "it must not be reachable from a sandbox")
 
 
 def _check_binds(binds: list[str]) -> list[str]:

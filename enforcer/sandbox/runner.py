@@ -12,6 +12,14 @@ Start-up of one sandbox:
   4. the tool's exit is watched through a pidfd and reaped with wait4, which
      also gives its resource usage when no cgroup accounting is available.
 
+With a release gate (run(..., release=...)) step 3 releases the tool only once
+both the confinement is done and the gate (e.g. the fsync of the call's audit
+entry) has succeeded; if the gate fails, the sandbox is killed unreleased.
+
+A service-wide cap bounds the sandboxes alive at once: run() takes a slot
+before starting bubblewrap and gives it back once the sandbox is reaped;
+callers beyond the cap wait in arrival order, up to `max_waiting` of them.
+
 Sandboxes are started from the event-loop thread, which lives as long as the
 service: bubblewrap's --die-with-parent follows the parent *thread*, so a
 sandbox started from a short-lived worker thread would die with it.
@@ -30,11 +38,12 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enforcer.errors import SandboxError
+from enforcer.errors import SandboxBusy, SandboxError
 from enforcer.sandbox.bwrap import bwrap_argv
 from enforcer.sandbox.cgroups import CgroupSupport, SandboxCgroup, Usage
 from enforcer.sandbox.profile import ResourceLimits, SandboxOverrides, SandboxProfile
@@ -105,6 +114,7 @@ class _Live:
         self.init_pidfd: int | None = None  # bubblewrap's sandbox init, until released
         self.reason: str | None = None      # why it was killed, first reason wins
         self.setup_error: SandboxError | None = None
+        self.frozen = False                 # held by the cgroup freezer until released
         self.reaped = False
         self.lock = threading.Lock()
 
@@ -133,21 +143,83 @@ class _Live:
                 log.warning("sandbox %s: cgroup kill failed: %s", self.sandbox_id, e)
 
 
+class _Slots:
+    """A FIFO counting semaphore with a bounded queue. A freed slot is handed
+    straight to the oldest waiter (never grabbed by a later arrival); a
+    waiter cancelled before or after being handed a slot gives it on.
+    Used from the event-loop thread only."""
+
+    def __init__(self, limit: int, max_waiting: int) -> None:
+        self.limit = limit
+        self.max_waiting = max_waiting
+        self.running = 0                      # slots held (or handed over, not yet resumed)
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        if self.running < self.limit and not self._waiters:
+            self.running += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        if len(self._waiters) >= self.max_waiting:
+            raise SandboxBusy(f"sandbox.max_concurrent={self.limit} reached and {len(self._waiters)} callers "
+                              f"already waiting (sandbox.max_waiting={self.max_waiting}): retry later")
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to it: `running` unchanged
+                return
+        self.running -= 1
+
+
 class BwrapRunner:
     """The bubblewrap backend. The interface a backend offers (enforcer.sandbox
     .backend.SandboxBackend): run(), kill_all(), describe()."""
 
     name = "bubblewrap"
 
-    def __init__(self, bwrap: str, profile: SandboxProfile, max_output_bytes: int) -> None:
+    def __init__(self, bwrap: str, profile: SandboxProfile, max_output_bytes: int, *,
+                 max_concurrent: int = 8, max_waiting: int = 64,
+                 total_memory_bytes: int | None = None, total_pids: int | None = None) -> None:
         if not (os.path.isfile(bwrap) and os.access(bwrap, os.X_OK)):
             raise SandboxError(f"bubblewrap not found at {bwrap}: install the 'bubblewrap' package")
+        if max_concurrent <= 0 or max_waiting < 0:
+            raise ValueError(f"max_concurrent must be > 0 and max_waiting >= 0, not {max_concurrent}, {max_waiting}")
+        for name, value in (("total_memory_bytes", total_memory_bytes), ("total_pids", total_pids)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 when set, not {value}")
         self.bwrap = bwrap
         self.profile = profile
         self.max_output_bytes = max_output_bytes
         self.seccomp: SeccompProgram | None = compile_filter() if profile.seccomp else None
         self.rlimits = rlimits_for(profile.limits)
-        self.cgroups = CgroupSupport.detect(profile.limits)
+        self._slots = _Slots(max_concurrent, max_waiting)
+        self._closing = False  # set by kill_all: no new sandbox starts after it
+        # Limits on the aecl/ parent cgroup(s), written now (see cgroups.py).
+        self.cgroups = CgroupSupport.detect(profile.limits, total_memory_bytes=total_memory_bytes,
+                                            total_pids=total_pids)
         self._live: dict[str, _Live] = {}
         self._unremoved: list[SandboxCgroup] = []
         self._cleanups: set[asyncio.Task] = set()
@@ -172,7 +244,20 @@ class BwrapRunner:
             f"rlimits {rl}",
             self.cgroups.describe(),
             f"scratch tmpfs {self.profile.tmpfs_size_bytes} bytes, lifetime {self.profile.lifetime_s:g} s",
+            f"at most {self._slots.limit} sandboxes at once, {self._slots.max_waiting} callers waiting",
+            "release gate held across a service crash (cgroup v2 freezer)" if self.cgroups.can_freeze else
+            "release gate NOT held across a service crash (no cgroup v2 hierarchy to freeze sandboxes in)",
         ])
+
+    @property
+    def running(self) -> int:
+        """Sandboxes holding a slot (starting, running or being reaped)."""
+        return self._slots.running
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot."""
+        return self._slots.waiting
 
     @property
     def applied_limits(self) -> dict[str, str]:
@@ -184,8 +269,52 @@ class BwrapRunner:
 
     async def run(
         self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
-        *, sandbox: SandboxOverrides | None = None,
+        *, sandbox: SandboxOverrides | None = None, release: Awaitable[object] | None = None,
     ) -> SandboxResult:
+        """Run `command` in a new sandbox (see SandboxBackend.run).
+
+        release: when given, the sandbox is started and confined while it is
+        pending, and the tool released only once both are done; if it fails
+        (any exception, CancelledError included), the sandbox is killed
+        unreleased, cleaned up, and that exception re-raised. A coroutine is
+        run as a task of this call (cancelled if the call ends first); a
+        future or task stays the caller's (never cancelled here). When the
+        sandbox ends first (timeout, shutdown, bubblewrap failing), the tool
+        never ran and the result says why, as without a gate.
+
+        Raises SandboxBusy at once when max_concurrent sandboxes run and
+        max_waiting callers already wait for a slot, or when no slot came
+        free within timeout_s (the wait counts against the call's timeout)."""
+        gate = asyncio.ensure_future(release) if release is not None else None
+        entered = time.monotonic()
+        try:
+            left = timeout_s
+            if not self._slots.try_acquire():
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), timeout_s)
+                except TimeoutError:
+                    raise SandboxBusy(f"no sandbox slot came free within the call's timeout ({timeout_s:g} s): "
+                                      f"sandbox.max_concurrent={self._slots.limit} reached") from None
+                left = max(0.001, timeout_s - (time.monotonic() - entered))
+            try:
+                if gate is not None and gate.done() and (gate.cancelled() or gate.exception() is not None):
+                    gate.result()  # failed already: no sandbox at all
+                if self._closing:
+                    # Queued for a slot while the service shut down: kill_all
+                    # cannot reach a sandbox that does not exist yet.
+                    raise SandboxError("not started: the service is shutting down")
+                return await self._run(command, stdin, left, tools_dir, sandbox, gate)
+            finally:
+                self._slots.release()
+        finally:
+            if gate is not None and gate is not release:  # ours
+                if not gate.done():
+                    gate.cancel()
+                elif not gate.cancelled():
+                    gate.exception()  # retrieved: its failure, if any, is ours to report
+
+    async def _run(self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
+                   sandbox: SandboxOverrides | None, gate: asyncio.Future | None) -> SandboxResult:
         loop = asyncio.get_running_loop()
         sandbox_id = "sbx_" + uuid.uuid4().hex
         lifetime = self.profile.lifetime_s
@@ -240,7 +369,10 @@ class BwrapRunner:
         def on_cap() -> None:
             live.kill("output")
 
+        released = gate is None  # may the tool go (as far as the gate goes)
+
         async def setup() -> None:
+            nonlocal released
             try:
                 info = await _read_all(loop, info_r)
                 pid = _child_pid(info)
@@ -252,17 +384,36 @@ class BwrapRunner:
                     with live.lock:
                         live.init_pidfd = fd
                     try:
-                        await loop.run_in_executor(None, self._confine, live, pid, fd, cgroup_name)
+                        await loop.run_in_executor(None, self._confine, live, pid, fd, cgroup_name,
+                                                   gate is not None)
                     except SandboxError as e:
                         live.setup_error = e
                         live.kill("setup")
+                if gate is not None and live.reason is None:
+                    # Confined; now the gate, unless the sandbox ends first.
+                    await asyncio.wait((gate, exit_task), return_when=asyncio.FIRST_COMPLETED)
+                    if gate.done():
+                        if gate.cancelled() or gate.exception() is not None:
+                            live.kill("release")
+                        else:
+                            released = True
             finally:
                 os.close(info_r)
+                if live.reason is None and not released:
+                    # Closing the block pipe would release it as well.
+                    live.kill("unreleased")
                 if live.reason is None:
                     try:
                         os.write(block_w, b"\n")  # go
                     except OSError:
                         pass
+                    if live.frozen:
+                        try:
+                            live.cgroup.freeze(False)
+                            live.frozen = False
+                        except OSError as e:
+                            live.setup_error = SandboxError(f"cannot thaw the released sandbox: {e}")
+                            live.kill("setup")
                 os.close(block_w)
                 with live.lock:
                     if live.init_pidfd is not None:
@@ -293,12 +444,13 @@ class BwrapRunner:
             finally:
                 loop.remove_reader(pidfd)
 
+        exit_task = asyncio.ensure_future(wait_exit())
         tasks = [
             asyncio.ensure_future(setup()),
             asyncio.ensure_future(_feed(loop, stdin_fd, stdin)),
             asyncio.ensure_future(_pump(loop, out_fd, out, on_cap)),
             asyncio.ensure_future(_pump(loop, err_fd, err, on_cap)),
-            asyncio.ensure_future(wait_exit()),
+            exit_task,
         ]
         # Done when bubblewrap is reaped and both pipes are closed; a task's
         # error does not cut the others short.
@@ -321,22 +473,31 @@ class BwrapRunner:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     log.error("sandbox %s: %r", sandbox_id, t.exception())
             cg_usage = self._finish_cgroup(live)
+        if gate is not None and not released and gate.done():
+            gate.result()  # the gate failed: its own exception, the tool never ran
         if live.setup_error is not None:
             raise SandboxError(f"sandbox {sandbox_id}: {live.setup_error}") from live.setup_error
         rc = proc.returncode
         return self._result(live, rc, out, err, time.monotonic() - started, usage, cg_usage)
 
-    def _confine(self, live: _Live, pid: int, pidfd: int, cgroup_name: str) -> None:
+    def _confine(self, live: _Live, pid: int, pidfd: int, cgroup_name: str, hold: bool = False) -> None:
         """Off the event loop, while bubblewrap builds the sandbox (moving a
         process between cgroups can wait for an RCU grace period): rlimits on
         the sandbox's init, then its cgroup. The init is pinned by a pidfd;
-        that it is still alive afterwards proves the pid named it throughout."""
+        that it is still alive afterwards proves the pid named it throughout.
+
+        hold (a release gate pending): also freeze the sandbox's cgroup. Were
+        the service to die before the release, end-of-file on the block pipe
+        would let the tool run; frozen, it stays stopped (until the next
+        instance's sweep kills it at its deadline)."""
         try:
             for res, lim in self.rlimits:
                 resource.prlimit(pid, res, lim)
             if self.cgroups.enabled:
                 live.cgroup = self.cgroups.create(cgroup_name)
                 live.cgroup.attach(pid)
+                if hold:
+                    live.frozen = live.cgroup.freeze(True)
             signal.pidfd_send_signal(pidfd, 0)
         except ProcessLookupError:
             live.kill("setup")  # bubblewrap failed during setup; its exit status and stderr say why
@@ -422,6 +583,7 @@ class BwrapRunner:
     def kill_all(self) -> None:
         """Service shutdown: every running sandbox is killed (each interrupted
         call then completes as failed)."""
+        self._closing = True
         with self._lock:
             live = list(self._live.values())
         for sb in live:

@@ -22,8 +22,9 @@ from enforcer.errors import ConfigError
 from enforcer.metrics import Metrics
 from enforcer.pipeline.pipeline import Pipeline
 from enforcer.policy.engine import PolicyEngine
+from enforcer.policy.holder import PolicyHolder
 from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
-from enforcer.sandbox.profile import load_profile
+from enforcer.sandbox.profile import DEFAULT_PROFILE, load_profile
 from enforcer.sandbox.runner import BwrapRunner
 from enforcer.server.service import AdminService, EnforcerService
 from enforcer.state.sqlite import SqliteStateStore
@@ -31,11 +32,11 @@ from enforcer.state.sqlite import SqliteStateStore
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnforcerService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
-DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "sandbox" / "profiles" / "default.yaml"
 
 
 @dataclass
 class Components:
+    policy: PolicyHolder
     pipeline: Pipeline
     audit: AuditLog
     store: SqliteStateStore
@@ -44,7 +45,7 @@ class Components:
 
     @property
     def engine(self) -> PolicyEngine:
-        return self.pipeline.active.engine
+        return self.policy.current.engine
 
     def close(self) -> None:
         self.sandbox.kill_all()
@@ -62,9 +63,13 @@ def build_components(
     or key stops startup with an error naming the file. `load_config`
     re-reads the configuration for hot reloads (default: this one, fixed)."""
     profile = load_profile(config.sandbox.profile or DEFAULT_PROFILE)
-    sandbox = BwrapRunner(config.sandbox.bwrap, profile, config.sandbox.max_output_bytes)
+    sb = config.sandbox
+    sandbox = BwrapRunner(sb.bwrap, profile, sb.max_output_bytes, max_concurrent=sb.max_concurrent,
+                          max_waiting=sb.max_waiting, total_memory_bytes=sb.total_memory_bytes,
+                          total_pids=sb.total_pids)
     signing_key = load_signing_key(config.audit.signing_key)
-    active = compile_active(config)
+    policy = PolicyHolder(compile_active(config))
+    active = policy.current
     audit = AuditLog(
         config.audit.path, signing_key, origin=config.audit.origin,
         checkpoint_path=config.audit.checkpoint_path, checkpoint_every=config.audit.checkpoint_every,
@@ -74,19 +79,20 @@ def build_components(
                       if config.audit.previous_signing_key else None),
     )
     store = SqliteStateStore(config.state.sqlite_path)
+    metrics = Metrics(lambda: policy.current.agents)
+    audit.on_failure = lambda _error: metrics.audit_failed.set(1)
     pipeline = Pipeline(
-        active=active, audit=audit, store=store, sandbox=sandbox,
-        sandbox_config=config.sandbox, limits=config.limits,
-        metrics=Metrics(lambda: pipeline.active.policy_set.config_data["agents"]),
+        policy=policy, audit=audit, store=store, sandbox=sandbox,
+        sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
     )
     reloader = PolicyReloader(
-        pipeline, config, load_config or (lambda: config), pipeline.log_reload,
+        policy, config, load_config or (lambda: config), pipeline.log_reload,
         run_tests=config.policy.reload.run_tests, config_path=config_path,
     )
     if active.shadow_all or active.shadow_agents:
         log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
                     "every agent" if active.shadow_all else sorted(active.shadow_agents))
-    return Components(pipeline, audit, store, sandbox, reloader)
+    return Components(policy, pipeline, audit, store, sandbox, reloader)
 
 
 def create_server(
@@ -104,7 +110,7 @@ def create_server(
         ],
     )
     pb_grpc.add_EnforcerServiceServicer_to_server(EnforcerService(components.pipeline, config.limits), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminService(components.pipeline, components.reloader), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminService(components.policy, components.reloader), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -119,6 +125,13 @@ def create_server(
         raise ConfigError(f"listen: cannot listen on {config.listen} (in use, or not an address of this host)")
     server._aecl_health = health_servicer  # type: ignore[attr-defined]
     return server, port
+
+
+async def _not_serving(health_servicer) -> None:
+    """The audit log refuses appends: every call is refused, so say so."""
+    log.critical("audit log failed: health is NOT_SERVING; every call is refused until a restart")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def serve(
@@ -143,6 +156,14 @@ async def serve(
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    loop = asyncio.get_running_loop()
+    counted = components.audit.on_failure
+
+    def audit_failed(error) -> None:  # on the writer thread
+        if counted is not None:
+            counted(error)
+        loop.call_soon_threadsafe(lambda: loop.create_task(_not_serving(health_servicer)))
+    components.audit.on_failure = audit_failed
     host = config.listen.rsplit(":", 1)[0]
     log.info(
         "AECL serving on %s:%d (engine %s, policy %s, audit %s)",
@@ -151,7 +172,6 @@ async def serve(
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     background: set[asyncio.Task] = set()
@@ -174,7 +194,9 @@ async def serve(
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         # Kill running sandboxes first: their calls then finish as logged
-        # failures while the audit log is still open, within the grace period.
+        # failures (cause: shutdown) while the audit log is still open,
+        # within the grace period.
+        components.pipeline.shutting_down = True
         components.sandbox.kill_all()
         await server.stop(grace=5)
         components.close()

@@ -71,7 +71,8 @@ def start_task_request(msg: pb.StartTaskRequest) -> StartTaskRequest:
     )
 
 
-def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: LimitsConfig) -> CallRequest:
+def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: LimitsConfig, *,
+                 deadline: float | None = None) -> CallRequest:
     if not msg.HasField("call"):
         raise InvalidRequest("call", "is required")
     return CallRequest(
@@ -83,23 +84,14 @@ def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: Li
         untrusted_input_source=msg.context.untrusted_input_source,
         triggering_input=msg.context.triggering_input,
         idempotency_key=getattr(msg, "idempotency_key", ""),
+        deadline=deadline,
     )
 
 
 def decision_message(d: Decision) -> pb.Decision:
-    return pb.Decision(
-        outcome=_OUTCOMES[d.outcome],
-        reason=d.reason,
-        risk_score=d.risk_score,
-        policy_revision=d.policy_revision,
-        decision_id=d.decision_id,
-        gate=d.gate,
-        risk_flags=list(d.risk_flags),
-        approval_ttl_seconds=d.approval_ttl_seconds,
-        rule=d.rule,
-        risk_weights=d.risk_weights,
-        shadow=d.shadow,
-    )
+    fields = d.explanation()
+    fields["outcome"] = _OUTCOMES[d.outcome]
+    return pb.Decision(**fields)
 
 
 def timestamp(seconds: float) -> Timestamp:

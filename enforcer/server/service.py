@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.config import LimitsConfig
-from enforcer.errors import AeclError, AuditError
+from enforcer.errors import AeclError
 from enforcer.pipeline.pipeline import Pipeline
+from enforcer.policy.holder import PolicyHolder
 from enforcer.policy.reload import PolicyReloader
 from enforcer.server import convert
-from enforcer.server.status import status_for
+from enforcer.server.status import abort
 
 log = logging.getLogger(__name__)
 
@@ -27,28 +29,28 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
         try:
             started = await self.pipeline.start_task(convert.start_task_request(request))
         except AeclError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return pb.StartTaskResponse(task_id=started.task_id, expires_at=convert.timestamp(started.expires_at))
 
     async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
         try:
-            req = await self._call_request("Decide", request)
+            req = await self._call_request("Decide", request, context)
             result = await self.pipeline.decide(req)
         except AeclError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return convert.decide_response(result)
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
         try:
-            req = await self._call_request("Execute", request)
+            req = await self._call_request("Execute", request, context)
             result = await self.pipeline.execute(req)
         except AeclError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return convert.execute_response(result)
 
-    async def _call_request(self, rpc: str, request):
+    async def _call_request(self, rpc: str, request, context: grpc.aio.ServicerContext):
         try:
-            return convert.call_request(rpc, request, self.limits)
+            return convert.call_request(rpc, request, self.limits, deadline=_deadline(context))
         except AeclError as e:
             # Rejected at the wire: still logged, with what identifies the caller.
             await self.pipeline.log_invalid(
@@ -61,8 +63,8 @@ class AdminService(pb_grpc.AdminServiceServicer):
     """Operator RPCs. Same listener as the agents' API: put an authenticating
     interceptor in front before exposing it beyond loopback."""
 
-    def __init__(self, pipeline: Pipeline, reloader: PolicyReloader) -> None:
-        self.pipeline = pipeline
+    def __init__(self, policy: PolicyHolder, reloader: PolicyReloader) -> None:
+        self.policy = policy
         self.reloader = reloader
 
     async def ReloadPolicy(self, request: pb.ReloadPolicyRequest,
@@ -71,7 +73,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
 
     async def GetPolicyStatus(self, request: pb.GetPolicyStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetPolicyStatusResponse:
-        active = self.pipeline.active
+        active = self.policy.current
         resp = pb.GetPolicyStatusResponse(
             policy_revision=active.revision, engine=active.engine.name,
             shadow_all=active.shadow_all, shadow_agents=sorted(active.shadow_agents),
@@ -83,8 +85,7 @@ class AdminService(pb_grpc.AdminServiceServicer):
         return resp
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: AeclError) -> None:
-    code = status_for(error)
-    if isinstance(error, AuditError):
-        log.critical("audit failure, call refused: %s", error)
-    await context.abort(code, str(error))
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on the monotonic clock, if it set one."""
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None

@@ -1,15 +1,30 @@
-"""SQLite state store. One connection, serialised by a lock; WAL for durability
-without blocking readers."""
+"""SQLite state store, confined to one thread of its own.
+
+Every statement runs on that thread, never on the event loop (a write with
+synchronous=FULL is a WAL fsync). Two connections: one for transactions,
+held by one transaction at a time (an asyncio lock, held across the caller's
+awaits, e.g. the audit append that must precede the commit), and one for
+reads, which in WAL mode sees the last committed state and never waits for a
+transaction in progress. Any sqlite3 error becomes StoreError naming the file.
+
+The SQL is kept portable (no SQLite-only syntax beyond RETURNING, which
+PostgreSQL has too), for the PostgreSQL store behind the same interface.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
-from enforcer.errors import NotFound
-from enforcer.state.store import Approval, Task
+from enforcer.errors import StoreError
+from enforcer.state.store import Approval, Claim, Task, check_owner
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -31,78 +46,184 @@ CREATE TABLE IF NOT EXISTS approvals (
     status TEXT NOT NULL
 );
 """
+_TASK_COLUMNS = "task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far"
+_APPROVAL_COLUMNS = "approval_id, task_id, decision_id, action_name, created_at, expires_at, status"
 
 
 class SqliteStateStore:
+    name = "sqlite"
+
     def __init__(self, path: Path) -> None:
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aecl-store")
+        self._tx_lock: asyncio.Lock | None = None
+        try:
+            self._writer, self._reader = self._thread.submit(self._open).result()
+        except sqlite3.Error as e:
+            self._thread.shutdown(wait=False)
+            raise StoreError(f"{path}: cannot open the state database: {e}") from e
 
-    def create_task(self, task: Task) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task.task_id,
-                    task.agent_id,
-                    task.declared_goal,
-                    json.dumps(list(task.declared_actions)),
-                    task.started_at,
-                    task.expires_at,
-                    task.calls_so_far,
-                ),
-            )
+    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        # A file, always: the reader's isolation from open transactions is
+        # WAL's, which an in-memory database does not have.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = str(self.path)
+        writer = sqlite3.connect(target, isolation_level=None)
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA synchronous=FULL")
+        writer.execute("PRAGMA foreign_keys=ON")
+        writer.execute("PRAGMA busy_timeout=5000")
+        writer.executescript(_SCHEMA)
+        writer.execute("PRAGMA quick_check").fetchone()
+        reader = sqlite3.connect(target, isolation_level=None)
+        reader.execute("PRAGMA busy_timeout=5000")
+        return writer, reader
 
-    def get_task(self, task_id: str) -> Task | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _task(row) if row else None
+    async def _run(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: state database error: {e}") from e
 
-    def claim_call(self, task_id: str) -> Task:
-        with self._lock:
-            row = self._db.execute(
-                "UPDATE tasks SET calls_so_far = calls_so_far + 1 WHERE task_id = ? RETURNING *",
-                (task_id,),
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"task '{task_id}' does not exist")
-        task = _task(row)
-        return Task(**{**task.__dict__, "calls_so_far": task.calls_so_far - 1})
+    # -- reads -------------------------------------------------------------
 
-    def create_approval(self, approval: Approval) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    approval.approval_id,
-                    approval.task_id,
-                    approval.decision_id,
-                    approval.action_name,
-                    approval.created_at,
-                    approval.expires_at,
-                    approval.status,
-                ),
-            )
+    async def get_task(self, task_id: str) -> Task | None:
+        def q() -> Task | None:
+            row = self._reader.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?",
+                                       (task_id,)).fetchone()
+            return _task(row) if row else None
+        return await self._run(q)
 
-    def get_approval(self, approval_id: str) -> Approval | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM approvals WHERE approval_id = ?", (approval_id,)
-            ).fetchone()
-        return Approval(*row) if row else None
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        def q() -> Approval | None:
+            row = self._reader.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?",
+                                       (approval_id,)).fetchone()
+            return Approval(*row) if row else None
+        return await self._run(q)
+
+    # -- transactions --------------------------------------------------------
+
+    def transaction(self) -> _SqliteTx:
+        return _SqliteTx(self)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Blocking, once, at shutdown (after the last transaction)."""
+        def shut() -> None:
+            self._writer.close()
+            self._reader.close()
+        try:
+            self._thread.submit(shut).result()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: closing the state database failed: {e}") from e
+        finally:
+            self._thread.shutdown(wait=True)
 
 
-def _task(row: tuple) -> Task:
+class _SqliteTx:
+    """One transaction on the writer connection. It holds the store's
+    transaction lock from BEGIN to COMMIT or ROLLBACK, and no longer: a
+    caller may keep the object after committing (the sandbox runs then)
+    without holding up anyone else's transaction."""
+
+    def __init__(self, store: SqliteStateStore) -> None:
+        self._store = store
+        self._db = store._writer
+        self.done = False
+        self._locked = False
+
+    async def __aenter__(self) -> _SqliteTx:
+        store = self._store
+        if store._tx_lock is None:
+            store._tx_lock = asyncio.Lock()
+        await store._tx_lock.acquire()
+        self._locked = True
+        try:
+            await store._run(lambda: self._db.execute("BEGIN IMMEDIATE"))
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self.done:
+            # Shielded: a cancelled caller must not leave the transaction
+            # open on the shared connection.
+            await asyncio.shield(self.rollback())
+
+    def _release(self) -> None:
+        if self._locked:
+            self._locked = False
+            assert self._store._tx_lock is not None
+            self._store._tx_lock.release()
+
+    async def _exec(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.done:
+            raise StoreError("the transaction is already finished")
+        return await self._store._run(lambda: fn(self._db))
+
+    async def create_task(self, task: Task) -> None:
+        await self._exec(lambda db: db.execute(
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (task.task_id, task.agent_id, task.declared_goal, json.dumps(list(task.declared_actions)),
+             task.started_at, task.expires_at, task.calls_so_far)))
+
+    async def claim_call(self, task_id: str, agent_id: str, *, now: float, budget: int) -> Claim:
+        def claim(db: sqlite3.Connection) -> Claim:
+            # The one atomic step: counted only if the task is the caller's,
+            # not expired and under budget.
+            row = db.execute(
+                f"UPDATE tasks SET calls_so_far = calls_so_far + 1 "
+                f"WHERE task_id = ? AND agent_id = ? AND expires_at > ? AND calls_so_far < ? "
+                f"RETURNING {_TASK_COLUMNS}", (task_id, agent_id, now, budget)).fetchone()
+            if row is not None:
+                after = _task(row)
+                return Claim(_with_calls(after, after.calls_so_far - 1), consumed=True)
+            row = db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            task = check_owner(_task(row) if row else None, task_id, agent_id)
+            return Claim(task, consumed=False)
+        return await self._exec(claim)
+
+    async def create_approval(self, approval: Approval) -> None:
+        await self._exec(lambda db: db.execute(
+            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (approval.approval_id, approval.task_id, approval.decision_id, approval.action_name,
+             approval.created_at, approval.expires_at, approval.status)))
+
+    async def commit(self) -> None:
+        await self._finish("COMMIT")
+
+    async def rollback(self) -> None:
+        if not self.done:
+            await self._finish("ROLLBACK")
+
+    async def _finish(self, statement: str) -> None:
+        if self.done:
+            raise StoreError("the transaction is already finished")
+        self.done = True
+        try:
+            await self._end(statement)
+        finally:
+            self._release()
+
+    async def _end(self, statement: str) -> None:
+
+        def end() -> None:
+            if not self._db.in_transaction:
+                return
+            try:
+                self._db.execute(statement)
+            except sqlite3.Error:
+                if self._db.in_transaction:  # a failed COMMIT leaves it open
+                    self._db.execute("ROLLBACK")
+                raise
+        await self._store._run(end)
+
+
+def _with_calls(task: Task, calls: int) -> Task:
+    return Task(task.task_id, task.agent_id, task.declared_goal, task.declared_actions, task.started_at,
+                task.expires_at, calls)
+
+
+def _task(row: tuple[Any, ...]) -> Task:
     task_id, agent_id, goal, actions, started, expires, calls = row
     return Task(task_id, agent_id, goal, tuple(json.loads(actions)), started, expires, calls)

@@ -175,7 +175,8 @@ def test_checkpoint_whose_root_is_not_the_tree_is_a_checkpoint_failure(keys, tmp
         log.append({"i": i})
     # A validly signed note that lies about the tree (a buggy or malicious writer).
     note = sign_checkpoint(Checkpoint(log.origin, 5, b"\x07" * 32), [NoteSigner(log.origin, key)]).decode()
-    log.append({"kind": "checkpoint", "tree_size": 5, "root": base64.b64encode(b"\x07" * 32).decode(), "note": note})
+    log.append({"kind": "checkpoint", "timestamp": "2026-12-01T00:00:00.000000Z", "tree_size": 5,
+                "root": base64.b64encode(b"\x07" * 32).decode(), "note": note})
     log.close()
     r = aecl("verify", "--log", str(path), "--pubkey", str(keys[1]))
     assert r.returncode == 16 and "line 6: checkpoint" in r.stderr and "not the Merkle root" in r.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enforcer.audit.records import DecisionRecord
 from enforcer.cli import main
 from enforcer.config import load_config
 from enforcer.errors import MalformedDecision
@@ -215,9 +216,11 @@ def test_engine_errors_count_as_block():
             raise MalformedDecision("policy returned no decision (undefined)")
 
     def entry(outcome, **extra):
-        return {"record": {"kind": "decision", "event_id": f"evt_{outcome}", "decision_id": "dec_1",
-                           "agent_id": "a", "action_name": "x", "outcome": outcome, "gate": "risk",
-                           "reason": "r", "policy_input": {"agent_id": "a"}, **extra}}
+        record = DecisionRecord(timestamp="2026-12-01T00:00:00.000000Z", event_id=f"evt_{outcome}",
+                                decision_id="dec_1", agent_id="a", rpc="Decide", action_name="x",
+                                outcome=outcome, gate="risk", rule="risk.x", reason="r",
+                                policy_input={"agent_id": "a"}, **extra)
+        return {"record": record.to_dict()}
 
     entries = [entry("approve"), entry("escalate"), entry("block"),
                {"record": {"kind": "task_started", "outcome": "started"}},

@@ -14,7 +14,7 @@ from enforcer.sandbox.profile import SandboxProfile, load_profile
 from enforcer.sandbox.runner import BwrapRunner, SandboxResult
 from tests.conftest import REPO, require_bwrap
 
-PROFILE = load_profile(REPO / "sandbox" / "profiles" / "default.yaml")
+PROFILE = load_profile(REPO / "enforcer" / "sandbox" / "profiles" / "default.yaml")
 PY = ["/usr/bin/python3", "-I", "-c"]
 
 
@@ -27,9 +27,15 @@ def profile_with(**changes) -> SandboxProfile:
     return SandboxProfile.model_validate(data)
 
 
+RUNNER_ARGS = ("max_concurrent", "max_waiting", "total_memory_bytes", "total_pids")
+
+
 def make_runner(max_output_bytes: int = 1 << 20, **changes) -> BwrapRunner:
+    """A runner over the default profile with `changes`; the runner's own
+    keyword arguments (RUNNER_ARGS) go to the runner."""
     require_bwrap()
-    return BwrapRunner("/usr/bin/bwrap", profile_with(**changes) if changes else PROFILE, max_output_bytes)
+    kw = {k: changes.pop(k) for k in RUNNER_ARGS if k in changes}
+    return BwrapRunner("/usr/bin/bwrap", profile_with(**changes) if changes else PROFILE, max_output_bytes, **kw)
 
 
 def run_py(runner: BwrapRunner, code: str, timeout: float = 30, stdin: bytes = b"{}",

@@ -18,7 +18,7 @@ from enforcer.sandbox.profile import SandboxProfile, load_profile
 from enforcer.sandbox.runner import BwrapRunner
 from tests.conftest import REPO, require_bwrap
 
-PROFILE = load_profile(REPO / "sandbox" / "profiles" / "default.yaml")
+PROFILE = load_profile(REPO / "enforcer" / "sandbox" / "profiles" / "default.yaml")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import textwrap
 import threading
@@ -15,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 from google.protobuf import json_format
 
@@ -61,9 +63,22 @@ TOOLS = {
 }
 
 
+# tools_dir obeys the bind rules (check_tools_dir): not under /tmp, so the
+# tools go to a directory of their own under /opt, removed after each test.
+_TOOLS_DIRS: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_tools_dirs():
+    yield
+    while _TOOLS_DIRS:
+        shutil.rmtree(_TOOLS_DIRS.pop(), ignore_errors=True)
+
+
 def make_service(tmp: Path, marker: str, **sandbox) -> Service:
-    tools = tmp / "tools"
-    tools.mkdir(parents=True)
+    tools = Path("/opt") / f"aecl-test-svc-tools-{uuid.uuid4().hex[:12]}"
+    tools.mkdir()
+    _TOOLS_DIRS.append(tools)
     for name, code in TOOLS.items():
         (tools / name).write_text(textwrap.dedent(code))
     py = ["/usr/bin/python3", "-I"]

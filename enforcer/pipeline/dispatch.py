@@ -1,0 +1,80 @@
+"""Stage 3, dispatch: act on an Execute's decision (block, escalate,
+approve), ordering every state change against the audit log.
+
+Invariants (enforcer.state.store documents the ordering table):
+- a state change commits only after the entry that explains it is durable;
+  if the append fails, the transaction rolls back: no claimed call, no
+  pending approval exists that the log does not show;
+- shadow mode: a non-approving verdict is logged with enforced=false and the
+  call proceeds as if approved. Loud on purpose;
+- an approved call goes to run-approved with its authorisation (append,
+  then commit) still in flight, so the fsync overlaps the sandbox's start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from enforcer.audit.records import DecisionRecord, new_id
+from enforcer.errors import StoreError
+from enforcer.pipeline.admit import Admitted
+from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.payload import payload
+from enforcer.pipeline.rejection import rejected_record
+from enforcer.pipeline.request import CallRequest, ExecuteResult
+from enforcer.pipeline.run_approved import RunApproved
+from enforcer.policy.decision import Decision
+from enforcer.policy.holder import ActivePolicy
+from enforcer.state.store import Approval, StoreTx
+
+log = logging.getLogger(__name__)
+
+
+class Dispatch:
+    def __init__(self, journal: Journal, run_approved: RunApproved, clock: Callable[[], float]) -> None:
+        self.journal = journal
+        self.run_approved = run_approved
+        self.clock = clock
+
+    async def execute(self, req: CallRequest, active: ActivePolicy, admitted: Admitted, decision: Decision,
+                      record: DecisionRecord, tx: StoreTx, t0: float) -> ExecuteResult:
+        if decision.shadow and decision.outcome != "approve":
+            log.warning("SHADOW: %s %s for agent %s would be %s (%s: %s); running it anyway",
+                        req.rpc, req.tool, req.agent_id, decision.outcome.upper(), decision.rule, decision.reason)
+            record = replace(record, enforced=False)
+        elif decision.outcome == "block":
+            appended = await self.journal.append(record)
+            await self._commit(tx, req, decision, t0)  # the counted call is explained by the block
+            return ExecuteResult(decision, "blocked", appended.event_id, error=decision.reason, appended=appended)
+        elif decision.outcome == "escalate":
+            now = self.clock()
+            approval = Approval(
+                approval_id=new_id("apr"), task_id=req.task_id, decision_id=decision.decision_id,
+                action_name=req.tool, created_at=now, expires_at=now + decision.approval_ttl_seconds,
+                status="pending",
+            )
+            await tx.create_approval(approval)
+            appended = await self.journal.append(replace(record, hitl_approval_id=approval.approval_id))
+            await self._commit(tx, req, decision, t0)
+            return ExecuteResult(decision, "pending_approval", appended.event_id,
+                                 approval_id=approval.approval_id, appended=appended)
+
+        async def authorise() -> None:
+            await self.journal.append(record)
+            await tx.commit()
+
+        return await self.run_approved.run(req, admitted.tool, admitted.task, decision, authorised=authorise(),
+                                           tools_dir=active.registry.tools_dir, t0=t0)
+
+    async def _commit(self, tx: StoreTx, req: CallRequest, decision: Decision, t0: float) -> None:
+        """Commit after the decision's append. Should the commit fail, the log
+        shows a decision whose state is missing: say so in the log too."""
+        try:
+            await tx.commit()
+        except StoreError as e:
+            await self.journal.append(rejected_record(
+                req.rpc, req.agent_id, req.task_id, req.tool, payload(req), e, now=self.clock(),
+                policy_revision=decision.policy_revision, t0=t0, decision_id=decision.decision_id))
+            raise

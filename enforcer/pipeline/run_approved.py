@@ -1,0 +1,158 @@
+"""Stage 4, run-approved: run a call that something authorised, and log how
+it ended. Entered from Execute (an approved decision) today, and on its own
+by the next front ends (an approved escalation, a compensation, MCP).
+
+Invariants:
+- the tool never starts before what authorises it is durable: `authorised`
+  (the decision's append and the store commit) runs while bubblewrap builds
+  the sandbox, and the tool is released only once it has succeeded; if it
+  fails, the sandbox is killed unreleased;
+- every way out after the authorisation is durable ends in exactly one
+  execution entry: success, tool failure, a sandbox that could not start or
+  was busy, the store failing, cancellation (client, deadline, shutdown), a
+  crash of the output parser or any other exception;
+- the tool's timeout is cut short by the end of its task loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from enforcer.audit.records import ExecutionRecord, timestamp
+from enforcer.config import SandboxConfig
+from enforcer.errors import AeclError, AuditUnavailable, ResourceExhausted, SandboxError, StoreError
+from enforcer.manifests import ToolSpec
+from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.request import CallRequest, ExecuteResult
+from enforcer.pipeline.tool_output import interpret_result
+from enforcer.policy.decision import Decision
+from enforcer.sandbox.backend import SandboxBackend
+from enforcer.sandbox.runner import SandboxResult
+from enforcer.state.store import Task
+
+log = logging.getLogger(__name__)
+
+
+class RunApproved:
+    def __init__(self, journal: Journal, sandbox: SandboxBackend, sandbox_config: SandboxConfig,
+                 clock: Callable[[], float], shutting_down: Callable[[], bool]) -> None:
+        self.journal = journal
+        self.sandbox = sandbox
+        self.sandbox_config = sandbox_config
+        self.clock = clock
+        self.shutting_down = shutting_down
+
+    async def run(self, req: CallRequest, tool: ToolSpec, task: Task, decision: Decision, *,
+                  authorised: Awaitable[Any], tools_dir: Any, t0: float) -> ExecuteResult:
+        # A task of its own, so the authorisation completes (or fails) even
+        # when the sandbox is refused before it awaits it.
+        gate = asyncio.ensure_future(authorised)
+        # Shielded: a caller cancelled while the decision is being appended
+        # must not cut the authorisation in half (durable decision, rolled
+        # back state). It completes; the cancellation is logged after it.
+        release = asyncio.shield(gate)
+        started = time.monotonic()
+        timeout = max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s,
+                                 task.expires_at - self.clock()))
+        try:
+            result = await self.sandbox.run(
+                tool.command, json.dumps(req.args, allow_nan=False).encode(), timeout, tools_dir,
+                sandbox=tool.sandbox, release=release,
+            )
+        except asyncio.CancelledError:
+            if await self._after_gate(gate):
+                cause = self._cancel_cause(req)
+                await self._log(req, decision, t0, started, None, "failed", cause,
+                                f"interrupted ({cause.replace('_', ' ')}): the call was cancelled before its "
+                                "tool finished, and its sandbox was killed")
+            raise
+        except BaseException as e:  # noqa: BLE001 - every way out is logged
+            if not await self._after_gate(gate):
+                # The authorisation never became durable: nothing ran, nothing
+                # to explain, and the transaction was rolled back.
+                raise (gate.exception() if gate.done() and not gate.cancelled() and gate.exception() else e)
+            cause, error = _failure(e)
+            appended = await self._log(req, decision, t0, started, None, "failed", cause, error)
+            if isinstance(e, SandboxError):
+                # The tool never started: an outcome of the call, not an RPC error.
+                return ExecuteResult(decision, "failed", appended.event_id, error=error, appended=appended)
+            if isinstance(e, AeclError) or not isinstance(e, Exception):
+                raise
+            raise AeclError(f"internal error while running {req.tool}: {type(e).__name__}") from e
+        if not await self._after_gate(gate):
+            # The sandbox ended before its release was decided and the
+            # authorisation then failed: nothing ran, nothing to explain.
+            raise gate.exception() if not gate.cancelled() and gate.exception() else AuditUnavailable(
+                "the call's authorisation did not become durable")
+        try:
+            status, output, error = interpret_result(result)
+        except BaseException as e:  # noqa: BLE001 - a parser crash is still an execution
+            status, output, error = "failed", None, f"the tool's output could not be read: {type(e).__name__}"
+        appended = await self._log(req, decision, t0, started, result, status, "", error)
+        return ExecuteResult(
+            decision, status, appended.event_id, output=output, error=error,
+            sandbox_id=result.sandbox_id, output_truncated=result.output_truncated, appended=appended,
+        )
+
+    async def _after_gate(self, gate: asyncio.Future) -> bool:
+        """Let the authorisation finish; True when it became durable (the
+        decision is in the log), so an execution entry must follow."""
+        try:
+            await asyncio.shield(gate)
+        except asyncio.CancelledError:
+            if not gate.done():
+                return False
+        except BaseException:  # noqa: BLE001
+            pass
+        if gate.cancelled():
+            return False
+        error = gate.exception()
+        return error is None or isinstance(error, StoreError)
+
+    def _cancel_cause(self, req: CallRequest) -> str:
+        if self.shutting_down():
+            return "shutdown"
+        if req.deadline is not None and time.monotonic() >= req.deadline - 0.001:
+            return "deadline"
+        return "client_cancelled"
+
+    async def _log(self, req: CallRequest, decision: Decision, t0: float, started: float,
+                   result: SandboxResult | None, status: str, cause: str, error: str):
+        r = result
+        record = ExecutionRecord(
+            timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, rpc=req.rpc,
+            action_name=req.tool, input_payload={"args": req.args}, policy_applied=decision.policy_revision,
+            risk_score=decision.risk_score, outcome=status, reason=error or "tool succeeded",
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3), decision_id=decision.decision_id,
+            sandbox_id=(r.sandbox_id or None) if r else None,
+            exit_code=r.exit_code if r else None, signal=r.signal if r else None,
+            timed_out=r.timed_out if r else False, output_truncated=r.output_truncated if r else False,
+            duration_ms=round((r.duration_s if r else time.monotonic() - started) * 1000, 3),
+            resource_usage={
+                "cpu_time_ms": round(r.cpu_time_s * 1000, 3) if r and r.cpu_time_s is not None else None,
+                "peak_memory_bytes": r.peak_memory_bytes if r else None,
+            },
+            limits_hit=tuple(r.limits_hit) if r else (),
+            cause=cause,
+        )
+        try:
+            return await self.journal.append(record)
+        except AuditUnavailable as e:
+            log.critical("execution of decision %s could not be logged: %s", decision.decision_id, e)
+            raise
+
+
+def _failure(e: BaseException) -> tuple[str, str]:
+    if isinstance(e, ResourceExhausted):
+        return e.code, f"not run: {e}"
+    if isinstance(e, StoreError):
+        return "store_failed", f"not run: the state store failed before the tool started: {e}"
+    if isinstance(e, SandboxError):
+        return "sandbox_unavailable", f"the sandbox could not start: {e}"
+    return "internal_error", f"internal error while running the tool: {type(e).__name__}: {e}"
+
