@@ -1,11 +1,13 @@
-"""SQLite state store, confined to one thread of its own.
+"""SQLite state store: every write on one thread of its own.
 
-Every statement runs on that thread, never on the event loop (a write with
-synchronous=FULL is a WAL fsync). Two connections: one for transactions,
-held by one transaction at a time (an asyncio lock, held across the caller's
-awaits, e.g. the audit append that must precede the commit), and one for
-reads, which in WAL mode sees the last committed state and never waits for a
-transaction in progress. Any sqlite3 error becomes StoreError naming the file.
+Writes never run on the event loop (a commit with synchronous=FULL is a WAL
+fsync): they run on the store's thread, on the writer connection, held by
+one transaction at a time (an asyncio lock, held across the caller's awaits,
+e.g. the audit append that must precede the commit, and released the moment
+the transaction ends). Reads run inline on a second connection: in WAL mode
+a read sees the last committed state, never waits for a writer or an fsync,
+and a one-row lookup by primary key costs less than a hop to another thread
+and back. Any sqlite3 error becomes StoreError naming the file.
 
 The SQL is kept portable (no SQLite-only syntax beyond RETURNING, which
 PostgreSQL has too), for the PostgreSQL store behind the same interface.
@@ -75,8 +77,10 @@ class SqliteStateStore:
         writer.execute("PRAGMA busy_timeout=5000")
         writer.executescript(_SCHEMA)
         writer.execute("PRAGMA quick_check").fetchone()
-        reader = sqlite3.connect(target, isolation_level=None)
+        # Used from the event loop's thread only (reads run inline).
+        reader = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         reader.execute("PRAGMA busy_timeout=5000")
+        reader.execute("PRAGMA query_only=ON")
         return writer, reader
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -85,21 +89,23 @@ class SqliteStateStore:
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: state database error: {e}") from e
 
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._reader)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: state database error: {e}") from e
+
     # -- reads -------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task | None:
-        def q() -> Task | None:
-            row = self._reader.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?",
-                                       (task_id,)).fetchone()
-            return _task(row) if row else None
-        return await self._run(q)
+        row = self._read(lambda db: db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = ?",
+                                               (task_id,)).fetchone())
+        return _task(row) if row else None
 
     async def get_approval(self, approval_id: str) -> Approval | None:
-        def q() -> Approval | None:
-            row = self._reader.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?",
-                                       (approval_id,)).fetchone()
-            return Approval(*row) if row else None
-        return await self._run(q)
+        row = self._read(lambda db: db.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone())
+        return Approval(*row) if row else None
 
     # -- transactions --------------------------------------------------------
 
@@ -137,11 +143,6 @@ class _SqliteTx:
             store._tx_lock = asyncio.Lock()
         await store._tx_lock.acquire()
         self._locked = True
-        try:
-            await store._run(lambda: self._db.execute("BEGIN IMMEDIATE"))
-        except BaseException:
-            self._release()
-            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -159,7 +160,13 @@ class _SqliteTx:
     async def _exec(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self.done:
             raise StoreError("the transaction is already finished")
-        return await self._store._run(lambda: fn(self._db))
+
+        def in_tx() -> T:
+            # BEGIN with the first statement, in the same hop to the store's thread.
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            return fn(self._db)
+        return await self._store._run(in_tx)
 
     async def create_task(self, task: Task) -> None:
         await self._exec(lambda db: db.execute(

@@ -198,7 +198,7 @@ class Harness:
         return [r.KIND for r in self.records()]
 
     async def approvals(self) -> int:
-        return await self.db._run(lambda: self.db._reader.execute("SELECT COUNT(*) FROM approvals").fetchone()[0])
+        return self.db._read(lambda db: db.execute("SELECT COUNT(*) FROM approvals").fetchone()[0])
 
     async def task(self, task_id: str):
         return await self.db.get_task(task_id)

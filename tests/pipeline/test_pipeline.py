@@ -199,7 +199,7 @@ def test_audit_failing_during_start_task_leaves_no_task(h):
         h.break_audit()
         with pytest.raises(AuditUnavailable):
             await h.start()
-        count = await h.db._run(lambda: h.db._reader.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+        count = h.db._read(lambda db: db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
         assert count == 0
     run(go())
 
