@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import fcntl
-import json
 import logging
 import os
 import queue
@@ -39,20 +38,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from enforcer.audit.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
 from enforcer.audit.entry import (
     GENESIS_PREV,
-    TAIL,
     Entry,
     make_entry,
     transition_message,
 )
 from enforcer.audit.files import sealed_segments, segment_path
 from enforcer.audit.keys import key_id, raw_public_bytes
-from enforcer.audit.merkle import CompactTree
 from enforcer.audit.records import (
     CheckpointRecord,
     Header,
     KeyTransitionRecord,
     timestamp,
 )
+from enforcer.audit.startup import read_checkpoint_file, scan_log
 from enforcer.errors import AuditError, AuditUnavailable, IntegrityError
 
 log = logging.getLogger(__name__)
@@ -142,8 +140,27 @@ class AuditLog:
             raise AuditUnavailable(f"{path}: another process holds the audit log; one writer per file") from None
         fd = self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         _cut_torn_tail(fd, path)
-        # One pass over the whole log (segments too) gives every bit of state.
-        scan = _scan([*sealed_segments(path), path])
+        # One pass over the whole log (segments too) checks its history
+        # (enforcer.audit.startup) and gives every bit of state.
+        keys = [signing_key.public_key(), *([previous_key.public_key()] if previous_key else [])]
+        trusted = read_checkpoint_file(self.checkpoint_path, keys)
+        files = [*sealed_segments(path), path]
+        if trusted is not None and origin and origin != trusted.origin and not any(f.stat().st_size for f in files):
+            # The operator named a new log: the old one's tree head is kept, never overwritten.
+            retired = self.checkpoint_path.with_name(f"{self.checkpoint_path.name}.{int(time.time())}.retired")
+            os.rename(self.checkpoint_path, retired)
+            log.warning("%s: new log origin %r; the checkpoint of %r is kept as %s",
+                        path, origin, trusted.origin, retired)
+            trusted = None
+        try:
+            scan = scan_log(files, keys, trusted, self.checkpoint_path)
+        except IntegrityError:
+            os.close(self._fd)
+            os.close(self._lock_fd)
+            raise
+        if scan.unverifiable:
+            log.warning("%s: %d entries at the end of the log (or its last checkpoint) are signed by a key this "
+                        "service does not hold and were not signature-checked at start-up", path, scan.unverifiable)
         self._tree, self._last_cp_size = scan.tree, scan.last_checkpoint_size
         self._next_seq = scan.tree.size
         self._prev = scan.last_leaf or GENESIS_PREV
@@ -412,49 +429,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-@dataclass
-class _Scan:
-    tree: CompactTree
-    last_checkpoint_size: int  # the tree size the last checkpoint entry covers
-    origin: str | None  # of the last checkpoint
-    last_leaf: str | None
-    last_kid: str | None
-    active_lines: int  # entries in the last file, the active segment
-
-
-def _scan(files: list[Path]) -> _Scan:
-    """Read every entry's fixed-shape tail once; the last line is also parsed
-    to check that its seq matches the number of entries before it."""
-    tree = CompactTree()
-    last_cp, origin, last_line, m, lines = 0, None, None, None, 0
-    for path in files:
-        lines = 0
-        with path.open("rb") as f:
-            for line in f:
-                m = TAIL.search(line.rstrip(b"\n"))
-                if m is None:
-                    raise IntegrityError(f"{path}: entry {tree.size} is not an audit entry; run `aecl verify`")
-                if b'"kind":"checkpoint"' in line:
-                    record = json.loads(line)["record"]
-                    if record.get("kind") == "checkpoint":
-                        last_cp = tree.size
-                        origin = str(record.get("note", "")).split("\n", 1)[0] or origin
-                tree.append(bytes.fromhex(m.group(1).decode()))
-                last_line, lines = line, lines + 1
-        if lines == 0 and path != files[-1]:
-            raise IntegrityError(f"{path}: empty sealed segment; run `aecl verify`")
-    if last_line is None:
-        return _Scan(tree, 0, None, None, None, 0)
-    try:
-        seq = int(json.loads(last_line)["seq"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise IntegrityError(f"{files[-1]}: last entry is unreadable ({e}); run `aecl verify` before appending") from e
-    if seq != tree.size - 1:
-        raise IntegrityError(f"{files[-1]}: {tree.size} entries but the last is numbered {seq}; run `aecl verify`")
-    covered = tree.size if last_cp == tree.size - 1 else last_cp
-    return _Scan(tree, covered, origin, m.group(1).decode(), m.group(2).decode(), lines)
 
 
 def _cut_torn_tail(fd: int, path: Path) -> None:

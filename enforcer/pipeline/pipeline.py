@@ -144,10 +144,11 @@ class Pipeline:
             reason=result.message, old_revision=result.old_revision, new_revision=result.new_revision,
         ))
 
-    async def log_invalid(self, rpc: str, error: AeclError, fields: dict[str, Any]) -> None:
+    async def log_invalid(self, rpc: str, error: AeclError, fields: dict[str, Any], *,
+                          payload: dict[str, Any] | None = None) -> None:
         """Log a request rejected at the wire boundary (before a CallRequest exists)."""
         await self._reject(rpc, str(fields.get("agent_id", "")), str(fields.get("task_id", "")),
-                           str(fields.get("tool", "")), {}, error, time.perf_counter(),
+                           str(fields.get("tool", "")), payload or {}, error, time.perf_counter(),
                            self.policy.current.revision)
 
     async def _reject(self, rpc: str, agent_id: str, task_id: str, action: str, payload: dict[str, Any],

@@ -27,6 +27,7 @@ from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
 from enforcer.sandbox.profile import DEFAULT_PROFILE, load_profile
 from enforcer.sandbox.runner import BwrapRunner
 from enforcer.server.service import AdminService, EnforcerService
+from enforcer.server.wire import add_enforcer_service
 from enforcer.state.sqlite import SqliteStateStore
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,9 @@ def create_server(
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
         ],
     )
-    pb_grpc.add_EnforcerServiceServicer_to_server(EnforcerService(components.pipeline, config.limits), server)
+    enforcer_service = EnforcerService(components.pipeline, config.limits)
+    # AECL decodes the agents' requests itself, so an undecodable one is logged (wire.py).
+    add_enforcer_service(server, enforcer_service, enforcer_service.undecodable)
     pb_grpc.add_AdminServiceServicer_to_server(AdminService(components.policy, components.reloader), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

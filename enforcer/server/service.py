@@ -48,6 +48,12 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
             await abort(context, e)
         return convert.execute_response(result)
 
+    async def undecodable(self, rpc: str, error: AeclError, context: grpc.aio.ServicerContext, size: int) -> None:
+        """A request that does not even parse: logged (nothing of it can be
+        trusted, so only its size), then refused."""
+        await self.pipeline.log_invalid(rpc, error, {}, payload={"request_bytes": size})
+        await abort(context, error)
+
     async def _call_request(self, rpc: str, request, context: grpc.aio.ServicerContext):
         try:
             return convert.call_request(rpc, request, self.limits, deadline=_deadline(context))

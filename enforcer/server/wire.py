@@ -1,0 +1,73 @@
+"""Registering the agents' service so that AECL, not the generated code,
+decodes each request.
+
+The generated registration hands grpc a deserializer (`Message.FromString`);
+a request it cannot parse (invalid UTF-8 in a string field, a Struct nested
+past the protobuf parser's recursion limit) then fails inside grpc with
+UNKNOWN before any AECL code runs, and leaves no audit entry. Here grpc
+passes the raw bytes, and decoding happens in the handler: an undecodable
+request is INVALID_ARGUMENT with the reason, and a `rejected` entry.
+
+What still cannot be logged, because grpc refuses it before any handler or
+interceptor sees the request: a message over `limits.max_message_bytes`
+(RESOURCE_EXHAUSTED from grpc core) and metadata over grpc's header size
+limit (the HTTP/2 stream is reset). Both are bounded by grpc, and nothing of
+them reaches the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
+from enforcer.errors import InvalidRequest
+
+SERVICE = "aecl.v1.EnforcerService"
+# method -> (request type, response type)
+METHODS: dict[str, tuple[type[Message], type[Message]]] = {
+    "StartTask": (pb.StartTaskRequest, pb.StartTaskResponse),
+    "Decide": (pb.DecideRequest, pb.DecideResponse),
+    "Execute": (pb.ExecuteRequest, pb.ExecuteResponse),
+}
+
+
+def decode(rpc: str, raw: bytes) -> Message:
+    """Parse a request, or raise InvalidRequest saying why not."""
+    request_type = METHODS[rpc][0]
+    msg = request_type()
+    try:
+        msg.ParseFromString(raw)
+    except (DecodeError, RecursionError, ValueError) as e:
+        raise InvalidRequest("<request>", f"is not a valid {request_type.DESCRIPTOR.full_name}: {e} "
+                                          "(invalid UTF-8 in a string field, or nested too deep)") from None
+    return msg
+
+
+def add_enforcer_service(server: grpc.aio.Server, service: Any,
+                         on_undecodable: Callable[[str, InvalidRequest, grpc.aio.ServicerContext, int],
+                                                  Awaitable[None]]) -> None:
+    """Register `service` (an EnforcerServiceServicer) with raw-bytes
+    handlers; `on_undecodable(rpc, error, context, size)` logs and aborts."""
+    handlers = {}
+    for rpc, (_, response_type) in METHODS.items():
+        handlers[rpc] = grpc.unary_unary_rpc_method_handler(
+            _handler(rpc, getattr(service, rpc), on_undecodable),
+            request_deserializer=None,  # raw bytes: AECL decodes them
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def _handler(rpc: str, method, on_undecodable):
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+        try:
+            request = decode(rpc, raw)
+        except InvalidRequest as e:
+            await on_undecodable(rpc, e, context, len(raw))
+            raise AssertionError("unreachable: on_undecodable aborts")  # pragma: no cover
+        return await method(request, context)
+    return handle

@@ -1,0 +1,81 @@
+"""Requests the protobuf parser refuses (invalid UTF-8 in a string field, a
+Struct nested past the parser's depth limit) reach AECL's own handler: a
+real service answers INVALID_ARGUMENT with the reason and logs a `rejected`
+entry, instead of grpc answering UNKNOWN with nothing logged."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
+from google.rpc import error_details_pb2
+
+
+def _len(b: bytes) -> bytes:
+    out, n = bytearray(), len(b)
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return bytes([number << 3 | 2]) + _len(payload) + payload
+
+
+def deep_struct_value(levels: int) -> bytes:
+    """A google.protobuf.Value holding Structs nested `levels` deep, encoded
+    by hand (the Python runtime refuses to build such a message)."""
+    value = _field(3, b"x")  # Value.string_value
+    for _ in range(levels):
+        entry = _field(1, b"a") + _field(2, value)  # map entry: key, value
+        value = _field(5, _field(1, entry))  # Value.struct_value = Struct{fields: [entry]}
+    return value
+
+
+def raw_rpc(service, method: str):
+    return service.channel.unary_unary(f"/aecl.v1.EnforcerService/{method}")
+
+
+def rejected_after(service, before: int) -> list[dict]:
+    return [json.loads(line)["record"] for line in service.log_lines()[before:]
+            if json.loads(line)["record"]["kind"] == "rejected"]
+
+
+@pytest.mark.parametrize("method", ["StartTask", "Decide", "Execute"])
+def test_invalid_utf8_in_a_string_field_is_invalid_argument_and_logged(service, method):
+    cls = getattr(pb, f"{method}Request")
+    raw = cls(agent_id="AAAA").SerializeToString().replace(b"AAAA", b"\xff\xfe\xfd\xfc")
+    before = len(service.log_lines())
+    with pytest.raises(grpc.RpcError) as e:
+        raw_rpc(service, method)(raw, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in e.value.details()
+    status = rpc_status.from_call(e.value)
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "invalid_argument"
+    [record] = rejected_after(service, before)
+    assert record["rpc"] == method and record["error_code"] == "invalid_argument"
+    assert record["input_payload"] == {"request_bytes": len(raw)}
+
+
+def test_a_struct_nested_past_the_parsers_limit_is_invalid_argument_and_logged(service):
+    call = _field(1, b"read_invoice") + _field(2, _field(1, _field(1, b"x") + _field(2, deep_struct_value(150))))
+    raw = _field(1, b"tsk_x") + _field(2, b"finance_agent_v2") + _field(3, call)
+    before = len(service.log_lines())
+    with pytest.raises(grpc.RpcError) as e:
+        raw_rpc(service, "Decide")(raw, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested too deep" in e.value.details() or "Depth" in e.value.details()
+    [record] = rejected_after(service, before)
+    assert record["rpc"] == "Decide"
+
+
+def test_a_well_formed_request_still_reaches_the_pipeline(service):
+    r = service.stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read invoices"))
+    assert r.task_id.startswith("tsk_")
