@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import fcntl
 import logging
 import os
@@ -56,6 +57,7 @@ from enforcer.errors import AuditError, AuditUnavailable, IntegrityError
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
+RECOVERY_INTERVAL_S = 1.0
 _STOP = object()
 
 # Who waits for an entry: a concurrent future (blocking callers), an asyncio
@@ -172,8 +174,11 @@ class AuditLog:
         self._last_cp_time = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._failure: AuditError | None = None
-        # Told once, from the writer thread, when the log is poisoned (health, metrics).
+        # Told from the writer thread when the log is poisoned, and when it
+        # recovers from a full disk (health, metrics).
         self.on_failure: Callable[[AuditError], None] | None = None
+        self.on_recover: Callable[[], None] | None = None
+        self._recoverable = False
         self._closed = False
         self._submit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -295,8 +300,11 @@ class AuditLog:
 
     def _loop_forever(self) -> None:
         while True:
+            if self._recoverable:
+                self._try_recover()
             try:
-                item = self._queue.get(timeout=self._cp_interval)
+                timeout = RECOVERY_INTERVAL_S if self._recoverable else self._cp_interval
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 self._maybe_checkpoint(force_time=True)
                 continue
@@ -341,15 +349,16 @@ class AuditLog:
             chunks.append(entry.to_line())
             leaves.append(bytes.fromhex(entry.leaf_hash))
             seq, prev = seq + 1, entry.leaf_hash
+        start = -1
         try:
             data = b"".join(chunks)
+            start = os.fstat(self._fd).st_size
             written = 0
             while written < len(data):
                 written += os.write(self._fd, data[written:])
             os.fsync(self._fd)
         except OSError as e:
-            self._poison(AuditUnavailable(f"{self.path}: audit write failed, refusing further appends: {e}"))
-            log.critical("%s", self._failure)
+            self._fail_write(e, start)
             _deliver(refused + [(w, self._failure) for _, w in entries])
             return []
         self._next_seq, self._prev = seq, prev
@@ -357,6 +366,43 @@ class AuditLog:
             self._tree.append(leaf)
         _deliver(refused + [(w, e) for e, w in entries])
         return [e for e, _ in entries]
+
+    def _fail_write(self, error: OSError, start: int) -> None:
+        """A write or fsync failed: cut whatever part of the batch reached the
+        file (no torn line stays behind, and nothing of the batch was
+        acknowledged), then refuse appends. A full disk (ENOSPC, EDQUOT) is
+        retried by the writer every RECOVERY_INTERVAL_S; anything else, or
+        a cut that fails, needs a restart, and says so."""
+        cut = False
+        if start >= 0:
+            try:
+                os.ftruncate(self._fd, start)
+                os.fsync(self._fd)
+                cut = True
+            except OSError as e:
+                log.critical("%s: cannot cut the failed batch back to offset %d: %s", self.path, start, e)
+        self._recoverable = cut and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        then = ("retrying once space is freed" if self._recoverable
+                else "restart the service once the cause is fixed (run `aecl verify` first)")
+        self._poison(AuditUnavailable(f"{self.path}: audit write failed, refusing further appends ({then}): {error}"))
+        log.critical("%s", self._failure)
+
+    def _try_recover(self) -> None:
+        """After a full disk: append a checkpoint as the probe. If it is
+        written, appends resume; if not, the log stays refusing."""
+        if not self._recoverable or self._failure is None:
+            return
+        with self._submit_lock:
+            failure, self._failure = self._failure, None
+        self._checkpoint_now(force=True)
+        if self._failure is None:
+            self._recoverable = False
+            log.warning("%s: the audit log is writable again after: %s; appends resume", self.path, failure)
+            if self.on_recover is not None:
+                try:
+                    self.on_recover()
+                except Exception:  # noqa: BLE001 - reporting must not stop the writer
+                    log.exception("audit recovery callback failed")
 
     # -- segments and checkpoints (writer thread only) ------------------------
 
@@ -391,9 +437,10 @@ class AuditLog:
         if new > 0 and (new >= self._cp_every or due_time or force_time):
             self._checkpoint_now()
 
-    def _checkpoint_now(self) -> None:
-        """Sign the current tree head, append it as an entry, ship it to the file."""
-        if self._failure is not None or self._tree.size == self._last_cp_size:
+    def _checkpoint_now(self, *, force: bool = False) -> None:
+        """Sign the current tree head, append it as an entry, ship it to the
+        file (also with nothing new since the last one, when forced)."""
+        if self._failure is not None or (self._tree.size == self._last_cp_size and not force):
             return
         size, root = self._tree.size, self._tree.root()
         note = sign_checkpoint(Checkpoint(self.origin, size, root), [self._note_signer]).decode()

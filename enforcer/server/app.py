@@ -132,9 +132,16 @@ def create_server(
 
 async def _not_serving(health_servicer) -> None:
     """The audit log refuses appends: every call is refused, so say so."""
-    log.critical("audit log failed: health is NOT_SERVING; every call is refused until a restart")
+    log.critical("audit log failed: health is NOT_SERVING; every call is refused until it recovers "
+                 "(a full disk, once space is freed) or the service is restarted")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+async def _serving(health_servicer) -> None:
+    log.warning("audit log writable again: health is SERVING")
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
 async def serve(
@@ -167,6 +174,12 @@ async def serve(
             counted(error)
         loop.call_soon_threadsafe(lambda: loop.create_task(_not_serving(health_servicer)))
     components.audit.on_failure = audit_failed
+
+    def audit_recovered() -> None:  # on the writer thread
+        if components.pipeline.metrics is not None:
+            components.pipeline.metrics.audit_failed.set(0)
+        loop.call_soon_threadsafe(lambda: loop.create_task(_serving(health_servicer)))
+    components.audit.on_recover = audit_recovered
     host = config.listen.rsplit(":", 1)[0]
     log.info(
         "AECL serving on %s:%d (engine %s, policy %s, audit %s)",
