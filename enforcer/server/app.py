@@ -26,6 +26,7 @@ from enforcer.policy.holder import PolicyHolder
 from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
 from enforcer.sandbox.profile import DEFAULT_PROFILE, load_profile
 from enforcer.sandbox.runner import BwrapRunner
+from enforcer.server.health import Health
 from enforcer.server.service import AdminService, EnforcerService
 from enforcer.server.wire import add_enforcer_service
 from enforcer.state.sqlite import SqliteStateStore
@@ -81,7 +82,6 @@ def build_components(
     )
     store = SqliteStateStore(config.state.sqlite_path)
     metrics = Metrics(lambda: policy.current.agents)
-    audit.on_failure = lambda _error: metrics.audit_failed.set(1)
     pipeline = Pipeline(
         policy=policy, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
@@ -130,20 +130,6 @@ def create_server(
     return server, port
 
 
-async def _not_serving(health_servicer) -> None:
-    """The audit log refuses appends: every call is refused, so say so."""
-    log.critical("audit log failed: health is NOT_SERVING; every call is refused until it recovers "
-                 "(a full disk, once space is freed) or the service is restarted")
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
-async def _serving(health_servicer) -> None:
-    log.warning("audit log writable again: health is SERVING")
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-
 async def serve(
     config: ServiceConfig, *, ready: asyncio.Event | None = None,
     load_config: Callable[[], ServiceConfig] | None = None, config_path: Path | None = None,
@@ -164,22 +150,23 @@ async def serve(
         raise
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    loop = asyncio.get_running_loop()
-    counted = components.audit.on_failure
+    service_health = Health(health_servicer, ("", SERVICE_NAME))
+    await service_health.start()
+    metrics = components.pipeline.metrics
 
     def audit_failed(error) -> None:  # on the writer thread
-        if counted is not None:
-            counted(error)
-        loop.call_soon_threadsafe(lambda: loop.create_task(_not_serving(health_servicer)))
-    components.audit.on_failure = audit_failed
+        if metrics is not None:
+            metrics.audit_failed.set(1)
+        service_health.down("audit log", str(error))
 
     def audit_recovered() -> None:  # on the writer thread
-        if components.pipeline.metrics is not None:
-            components.pipeline.metrics.audit_failed.set(0)
-        loop.call_soon_threadsafe(lambda: loop.create_task(_serving(health_servicer)))
+        if metrics is not None:
+            metrics.audit_failed.set(0)
+        service_health.up("audit log")
+    components.audit.on_failure = audit_failed
     components.audit.on_recover = audit_recovered
+    components.store.on_health = lambda ok, why: (service_health.up("state store") if ok
+                                                  else service_health.down("state store", why))
     host = config.listen.rsplit(":", 1)[0]
     log.info(
         "AECL serving on %s:%d (engine %s, policy %s, audit %s)",
@@ -188,6 +175,7 @@ async def serve(
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     background: set[asyncio.Task] = set()

@@ -59,6 +59,9 @@ class SqliteStateStore:
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aecl-store")
         self._tx_lock: asyncio.Lock | None = None
+        # Told (ok, why) when the database starts or stops answering (health).
+        self.on_health: Callable[[bool, str], None] | None = None
+        self._failing = False
         try:
             self._writer, self._reader = self._thread.submit(self._open).result()
         except sqlite3.Error as e:
@@ -83,17 +86,37 @@ class SqliteStateStore:
         reader.execute("PRAGMA query_only=ON")
         return writer, reader
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    async def _run(self, fn: Callable[[], T], *, healthy_if_done: bool = True) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+            result = await asyncio.get_running_loop().run_in_executor(self._thread, fn)
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: state database error: {e}") from e
+            raise self._failed(e) from e
+        if healthy_if_done:
+            self._answered()
+        return result
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return fn(self._reader)
+            result = fn(self._reader)
         except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: state database error: {e}") from e
+            raise self._failed(e) from e
+        self._answered()
+        return result
+
+    def _failed(self, e: sqlite3.Error) -> StoreError:
+        error = StoreError(f"{self.path}: state database error: {e}")
+        # Constraint violations are the caller's (a duplicate id), not the database's health.
+        if not isinstance(e, sqlite3.IntegrityError) and not self._failing:
+            self._failing = True
+            if self.on_health is not None:
+                self.on_health(False, str(error))
+        return error
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            if self.on_health is not None:
+                self.on_health(True, "")
 
     # -- reads -------------------------------------------------------------
 
@@ -223,7 +246,8 @@ class _SqliteTx:
                 if self._db.in_transaction:  # a failed COMMIT leaves it open
                     self._db.execute("ROLLBACK")
                 raise
-        await self._store._run(end)
+        # A rollback proves nothing about the database's health; a commit does.
+        await self._store._run(end, healthy_if_done=statement == "COMMIT")
 
 
 def _with_calls(task: Task, calls: int) -> Task:
