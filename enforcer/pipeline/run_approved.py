@@ -32,7 +32,7 @@ from enforcer.pipeline.request import CallRequest, ExecuteResult
 from enforcer.pipeline.tool_output import interpret_result
 from enforcer.policy.decision import Decision
 from enforcer.sandbox.backend import SandboxBackend
-from enforcer.sandbox.runner import SandboxResult
+from enforcer.sandbox.runner import SandboxResult, new_sandbox_id
 from enforcer.state.store import Task
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,20 @@ class RunApproved:
         # back state). It completes; the cancellation is logged after it.
         release = asyncio.shield(gate)
         started = time.monotonic()
+        sandbox_id = new_sandbox_id()
         timeout = max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s,
                                  task.expires_at - self.clock()))
         try:
             result = await self.sandbox.run(
                 tool.command, json.dumps(req.args, allow_nan=False).encode(), timeout, tools_dir,
-                sandbox=tool.sandbox, release=release,
+                sandbox=tool.sandbox, release=release, sandbox_id=sandbox_id,
             )
         except asyncio.CancelledError:
             if await self._after_gate(gate):
                 cause = self._cancel_cause(req)
                 await self._log(req, decision, t0, started, None, "failed", cause,
                                 f"interrupted ({cause.replace('_', ' ')}): the call was cancelled before its "
-                                "tool finished, and its sandbox was killed")
+                                "tool finished, and its sandbox was killed", sandbox_id=sandbox_id)
             raise
         except BaseException as e:  # noqa: BLE001 - every way out is logged
             if not await self._after_gate(gate):
@@ -122,14 +123,15 @@ class RunApproved:
         return "client_cancelled"
 
     async def _log(self, req: CallRequest, decision: Decision, t0: float, started: float,
-                   result: SandboxResult | None, status: str, cause: str, error: str):
+                   result: SandboxResult | None, status: str, cause: str, error: str, *,
+                   sandbox_id: str | None = None):
         r = result
         record = ExecutionRecord(
             timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, rpc=req.rpc,
             action_name=req.tool, input_payload={"args": req.args}, policy_applied=decision.policy_revision,
             risk_score=decision.risk_score, outcome=status, reason=error or "tool succeeded",
             latency_ms=round((time.perf_counter() - t0) * 1000, 3), decision_id=decision.decision_id,
-            sandbox_id=(r.sandbox_id or None) if r else None,
+            sandbox_id=(r.sandbox_id or None) if r else sandbox_id,
             exit_code=r.exit_code if r else None, signal=r.signal if r else None,
             timed_out=r.timed_out if r else False, output_truncated=r.output_truncated if r else False,
             duration_ms=round((r.duration_s if r else time.monotonic() - started) * 1000, 3),

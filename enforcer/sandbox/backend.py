@@ -19,6 +19,7 @@ class SandboxBackend(Protocol):
     async def run(
         self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
         *, sandbox: SandboxOverrides | None = None, release: Awaitable[object] | None = None,
+        sandbox_id: str | None = None,
     ) -> SandboxResult:
         """Run `command` isolated as the profile says, `stdin` on its standard
         input, for at most min(timeout_s, profile.lifetime_s); kill the whole

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -141,6 +142,20 @@ class _Live:
                 self.cgroup.kill()
             except OSError as e:
                 log.warning("sandbox %s: cgroup kill failed: %s", self.sandbox_id, e)
+
+
+_SANDBOX_ID = re.compile(r"sbx_[0-9a-f]{32}")
+
+
+def new_sandbox_id() -> str:
+    return "sbx_" + uuid.uuid4().hex
+
+
+def _checked_id(sandbox_id: str) -> str:
+    # It names a cgroup and is swept by its shape (cgroups.SANDBOX_DIR_RE).
+    if not _SANDBOX_ID.fullmatch(sandbox_id):
+        raise ValueError(f"sandbox id {sandbox_id!r} is not of the form sbx_<32 hex>")
+    return sandbox_id
 
 
 class _Slots:
@@ -270,8 +285,12 @@ class BwrapRunner:
     async def run(
         self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
         *, sandbox: SandboxOverrides | None = None, release: Awaitable[object] | None = None,
+        sandbox_id: str | None = None,
     ) -> SandboxResult:
         """Run `command` in a new sandbox (see SandboxBackend.run).
+
+        sandbox_id: the id to use (from new_sandbox_id()), so a caller that
+        is cancelled still knows which sandbox its call had.
 
         release: when given, the sandbox is started and confined while it is
         pending, and the tool released only once both are done; if it fails
@@ -303,7 +322,8 @@ class BwrapRunner:
                     # Queued for a slot while the service shut down: kill_all
                     # cannot reach a sandbox that does not exist yet.
                     raise SandboxError("not started: the service is shutting down")
-                return await self._run(command, stdin, left, tools_dir, sandbox, gate)
+                return await self._run(command, stdin, left, tools_dir, sandbox, gate,
+                                       _checked_id(sandbox_id) if sandbox_id else new_sandbox_id())
             finally:
                 self._slots.release()
         finally:
@@ -314,9 +334,8 @@ class BwrapRunner:
                     gate.exception()  # retrieved: its failure, if any, is ours to report
 
     async def _run(self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
-                   sandbox: SandboxOverrides | None, gate: asyncio.Future | None) -> SandboxResult:
+                   sandbox: SandboxOverrides | None, gate: asyncio.Future | None, sandbox_id: str) -> SandboxResult:
         loop = asyncio.get_running_loop()
-        sandbox_id = "sbx_" + uuid.uuid4().hex
         lifetime = self.profile.lifetime_s
         budget = min(timeout_s, lifetime)
         started = time.monotonic()

@@ -81,7 +81,9 @@ class FakeSandbox:
     running: int = 0
     max_running: int = 0
 
-    async def run(self, command, stdin, timeout_s, tools_dir, *, sandbox=None, release=None) -> SandboxResult:
+    async def run(self, command, stdin, timeout_s, tools_dir, *, sandbox=None, release=None,
+                  sandbox_id=None) -> SandboxResult:
+        self.last_id = sandbox_id
         if self.fail_start is not None:
             raise self.fail_start
         if self.cancel_before_release:
@@ -97,7 +99,7 @@ class FakeSandbox:
         finally:
             self.running -= 1
         self.ran.append(args)
-        return SandboxResult(sandbox_id="sbx_fake", exit_code=0, signal=None, stdout=out, stderr=b"",
+        return SandboxResult(sandbox_id=sandbox_id or "sbx_fake", exit_code=0, signal=None, stdout=out, stderr=b"",
                              timed_out=False, output_truncated=False, duration_s=0.001)
 
     def kill_all(self) -> None:

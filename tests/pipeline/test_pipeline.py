@@ -414,6 +414,7 @@ def test_cancellation_while_the_tool_runs_is_logged_with_its_cause(h):
     assert isinstance(execution, ExecutionRecord)
     assert execution.cause == "client_cancelled" and execution.outcome == "failed"
     assert execution.duration_ms > 0
+    assert execution.sandbox_id == h.sandbox.last_id and execution.sandbox_id.startswith("sbx_")
 
 
 def test_cancellation_during_the_decisions_append_still_ends_in_an_execution(h):

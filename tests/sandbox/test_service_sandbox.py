@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import textwrap
 import threading
@@ -16,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-import pytest
 import yaml
 from google.protobuf import json_format
 
@@ -63,22 +61,9 @@ TOOLS = {
 }
 
 
-# tools_dir obeys the bind rules (check_tools_dir): not under /tmp, so the
-# tools go to a directory of their own under /opt, removed after each test.
-_TOOLS_DIRS: list[Path] = []
-
-
-@pytest.fixture(autouse=True)
-def _remove_tools_dirs():
-    yield
-    while _TOOLS_DIRS:
-        shutil.rmtree(_TOOLS_DIRS.pop(), ignore_errors=True)
-
-
 def make_service(tmp: Path, marker: str, **sandbox) -> Service:
-    tools = Path("/opt") / f"aecl-test-svc-tools-{uuid.uuid4().hex[:12]}"
-    tools.mkdir()
-    _TOOLS_DIRS.append(tools)
+    tools = tmp / "tools"
+    tools.mkdir(parents=True)
     for name, code in TOOLS.items():
         (tools / name).write_text(textwrap.dedent(code))
     py = ["/usr/bin/python3", "-I"]
@@ -221,6 +206,9 @@ def test_a_service_shutdown_kills_every_sandbox(tmp_path):
     records = [json.loads(line)["record"] for line in svc.log_lines()]
     [interrupted] = [r for r in records if r["kind"] == "execution"]
     assert interrupted["outcome"] == "failed" and interrupted["reason"].startswith("interrupted")
+    # What really happened: the sandbox it had, how long it ran, and why it ended.
+    assert interrupted["sandbox_id"].startswith("sbx_") and interrupted["duration_ms"] > 0
+    assert interrupted["cause"] == "shutdown" or "shutdown" in interrupted["limits_hit"]
     assert verify_file(svc.audit_path, [load_public_key(svc.pubkey)]) == len(records)
     # ...and a new instance starts clean.
     again = Service(svc.config_path)
