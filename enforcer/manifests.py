@@ -17,8 +17,14 @@ from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
 from enforcer.sandbox.profile import SandboxOverrides
 
-NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
-Name = Annotated[str, Field(pattern=NAME_RE.pattern)]
+_NAME = r"[A-Za-z][A-Za-z0-9_.:-]{0,127}"
+# Anchored at the true end: in Python's re, `$` also matches before a final
+# "\n" ("agent\n" would pass). Use NAME_RE.fullmatch.
+NAME_RE = re.compile(rf"\A{_NAME}\Z")
+# pydantic's `pattern=` runs Rust's regex crate, where `\z` is the end of the
+# text (Rust has no `\Z`; its `$` means the same outside multi-line mode).
+# tests/test_manifests.py checks that a trailing newline is refused.
+Name = Annotated[str, Field(pattern=rf"^{_NAME}\z")]
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -54,6 +60,11 @@ class ToolSpec(_Strict):
     bulk_operation: bool = False
     # Name of the argument holding a monetary amount, if any.
     amount_arg: Name | None = None
+    # Names of the arguments holding a file path. The policy input carries
+    # each one's normalised form beside the raw value (input.paths), and the
+    # shipped policy refuses a declared path that is absolute or climbs
+    # above its start (rego/aecl/paths.rego).
+    path_args: list[Name] = []
     # The registered tool that undoes this one. An irreversible tool without
     # one always waits for a human (HITL routing in rego/aecl/hitl.rego).
     compensating_action: Name | None = None
@@ -61,6 +72,17 @@ class ToolSpec(_Strict):
     # This tool's own sandbox settings (extra read-only binds, scratch size);
     # bind paths are checked at load like the profile's.
     sandbox: SandboxOverrides | None = None
+
+    @model_validator(mode="after")
+    def _path_args_are_distinct(self) -> ToolSpec:
+        seen: set[str] = set()
+        for name in self.path_args:
+            if name in seen:
+                raise ValueError(f"path_args: '{name}' is listed more than once")
+            seen.add(name)
+        if self.amount_arg is not None and self.amount_arg in seen:
+            raise ValueError(f"path_args: '{self.amount_arg}' cannot be both an amount and a path")
+        return self
 
 
 class ToolRegistry(_Strict):

@@ -85,3 +85,63 @@ def test_a_tools_dir_apart_from_the_secrets_loads(tmp_path):
     from tests.conftest import write_config
 
     assert load_policy_set(load_config(write_config(tmp_path))).registry.tools_dir is not None
+
+
+CONTROL = [chr(c) for c in range(0x20)] + ["\x7f"]
+
+
+def test_name_pattern_is_anchored_at_the_true_end():
+    from enforcer.manifests import NAME_RE
+
+    assert NAME_RE.fullmatch("read_invoice")
+    assert not NAME_RE.match("read_invoice\n")  # Python's `$` would match before it
+
+
+@pytest.mark.parametrize("field", ["agent_id", "allowed_actions", "blocked_actions"])
+def test_manifest_names_with_control_characters_are_refused(field):
+    """pydantic's `pattern=` runs Rust regex, where `$` is the end of the text
+    (no multi-line mode): a name with a trailing newline does not match."""
+    from pydantic import ValidationError
+
+    from enforcer.manifests import AgentManifest
+
+    for c in CONTROL:
+        for bad in (f"{c}agent", f"ag{c}ent", f"agent{c}"):
+            value = bad if field == "agent_id" else [bad]
+            with pytest.raises(ValidationError) as err:
+                AgentManifest(**{"agent_id": "a", field: value})
+            assert err.value.errors()[0]["loc"][0] == field, repr(bad)
+
+
+def test_registry_tool_names_with_control_characters_are_refused():
+    from pydantic import ValidationError
+
+    from enforcer.manifests import ToolRegistry
+
+    for c in CONTROL:
+        for bad in (f"{c}tool", f"to{c}ol", f"tool{c}"):
+            with pytest.raises(ValidationError):
+                ToolRegistry(tools={bad: {"command": ["/bin/true"], "access": "read"}})
+            with pytest.raises(ValidationError):
+                ToolRegistry(tools={"t": {"command": ["/bin/true"], "access": "read", "amount_arg": bad}})
+
+
+def test_registry_declares_path_arguments(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "tools:\n  save:\n    command: [/bin/true]\n    access: write\n    path_args: [path, dest]\n")
+    assert load_registry(tmp_path / "t.yaml").tools["save"].path_args == ["path", "dest"]
+    assert load_registry(EXAMPLES / "tools.yaml").tools["read_invoice"].path_args == []
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    ("path", "tools.save.path_args"),  # a list, not a string (strict)
+    ("[../x]", "tools.save.path_args"),
+    ("[path, path]", "more than once"),
+    ("[amount]", "both an amount and a path"),
+])
+def test_registry_refuses_a_malformed_path_args(tmp_path, value, words):
+    (tmp_path / "t.yaml").write_text(
+        "tools:\n  save:\n    command: [/bin/true]\n    access: write\n    amount_arg: amount\n"
+        f"    path_args: {value}\n")
+    with pytest.raises(ConfigError, match=words):
+        load_registry(tmp_path / "t.yaml")

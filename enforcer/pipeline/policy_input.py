@@ -1,16 +1,63 @@
 """The policy input document: everything Rego decides on, in one place.
 
 Risk properties come from the operator's registry entry, never from the
-request; the agent's args and context are passed as untrusted data.
+request; the agent's args and context are passed as untrusted data, exactly
+as sent. Beside them, `paths` holds the normalised form of each path argument
+the registry declares (`path_args`), so a policy never has to undo
+`..%2f` or `//` itself.
 """
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
+from urllib.parse import unquote
 
 from enforcer.manifests import ToolSpec
 from enforcer.pipeline.request import CallRequest
 from enforcer.state.store import Task
+
+# Percent-decoding stops after this many rounds; a value that still changes
+# is reported as `still_encoded` (the shipped policy blocks it).
+MAX_DECODE_ROUNDS = 8
+
+
+def normalize_path(raw: str) -> dict[str, Any]:
+    """The lexical, normalised form of one path argument, with flags.
+
+    Percent-decoded until stable (at most MAX_DECODE_ROUNDS rounds; invalid
+    UTF-8 becomes U+FFFD), `\\` kept as an ordinary character (the sandbox is
+    POSIX), then `.` and `..` resolved and duplicate slashes folded without
+    touching the file system: symlinks are the sandbox's business, not this.
+    `escapes_root` is true when a relative path climbs above its start.
+    """
+    decoded, still_encoded = raw, True
+    for _ in range(MAX_DECODE_ROUNDS):
+        step = unquote(decoded, errors="replace")
+        if step == decoded:
+            still_encoded = False
+            break
+        decoded = step
+    else:
+        still_encoded = unquote(decoded, errors="replace") != decoded
+    normalized = posixpath.normpath(decoded)
+    absolute = normalized.startswith("/")
+    if absolute:
+        normalized = "/" + normalized.lstrip("/")  # normpath keeps a leading "//"
+    return {
+        "raw": raw,
+        "normalized": normalized,
+        "absolute": absolute,
+        "escapes_root": not absolute and (normalized == ".." or normalized.startswith("../")),
+        "had_encoding": decoded != raw,
+        "still_encoded": still_encoded,
+    }
+
+
+def path_arguments(args: dict[str, Any], tool: ToolSpec) -> dict[str, dict[str, Any]]:
+    """input.paths: the declared path arguments that were sent, normalised.
+    Validation refused a declared path argument that is not a string."""
+    return {name: normalize_path(args[name]) for name in tool.path_args if isinstance(args.get(name), str)}
 
 
 def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float) -> dict[str, Any]:
@@ -24,7 +71,9 @@ def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float)
             "bulk_operation": tool.bulk_operation,
             "amount_arg": tool.amount_arg,
             "compensating_action": tool.compensating_action,
+            "path_args": list(tool.path_args),
         },
+        "paths": path_arguments(req.args, tool),
         "context": {
             "untrusted_input_source": req.untrusted_input_source,
             "triggering_input": req.triggering_input,

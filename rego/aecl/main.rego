@@ -11,6 +11,7 @@ import data.aecl.context_rules
 import data.aecl.hitl
 import data.aecl.intent
 import data.aecl.limits
+import data.aecl.paths
 import data.aecl.risk
 
 default decision := {
@@ -30,6 +31,8 @@ decision := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
 	not limits.allow
 } else := result("block", "intent", intent.rule, intent.reason) if {
 	not intent.allow
+} else := result("block", "paths", paths.rule, paths.reason) if {
+	not paths.allow
 } else := result("escalate", "context_rules", context_rules.rule_name, context_rules.reason) if {
 	context_rules.escalate
 } else := result("escalate", "hitl", hitl.rule, hitl.reason) if {

@@ -137,3 +137,24 @@ test_deny_without_configuration if {
 		with data.aecl.config as {}
 	d.outcome == "block"
 }
+
+test_deny_declared_path_escaping_its_root if {
+	agent := {"allowed_actions": ["save_report"], "context_rules": {}, "auto_approve_threshold": 0.6}
+	cfg := json.patch(config, [{"op": "replace", "path": "/agents", "value": {"finance_agent_v2": agent}}])
+	save := object.union(read_tool, {"access": "write", "path_args": ["path"]})
+	raw := "reports/..%2f..%2fetc%2fpasswd"
+	i := object.union(
+		call("finance_agent_v2", "save_report", save, {"path": raw}, false, 0),
+		{
+			"task": {"declared_goal": "save report"},
+			"paths": {"path": {"raw": raw, "normalized": "../etc/passwd", "absolute": false, "escapes_root": true}},
+		},
+	)
+	d := main.decision with input as i with data.aecl.config as cfg
+	d.outcome == "block"
+	d.gate == "paths"
+	d.rule == "paths.escapes_root"
+	ok := object.union(i, {"paths": {"path": {"normalized": "etc/passwd", "escapes_root": false}}})
+	a := main.decision with input as ok with data.aecl.config as cfg
+	a.outcome == "approve"
+}

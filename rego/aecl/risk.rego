@@ -41,15 +41,21 @@ raised contains "bulk_operation" if input.tool.bulk_operation == true
 
 raised contains "untrusted_input" if input.context.untrusted_input_source == true
 
+# The magnitude counts: -100000 moves as much money as 100000. (Validation
+# refuses a negative amount; the policy does not rely on it.)
 large_amount if {
 	is_string(input.tool.amount_arg)
 	amount := input.action.args[input.tool.amount_arg]
 	is_number(amount)
-	amount > data.aecl.config.risk.amount_threshold
+	abs(amount) > data.aecl.config.risk.amount_threshold
 }
 
-# An amount the policy cannot read counts as large: fail closed.
+# An amount the policy cannot read (missing, or not a number) counts as
+# large: fail closed. Through a helper rule: `not is_number(x)` is not true
+# when x is undefined, so a missing amount would slip through.
 large_amount if {
 	is_string(input.tool.amount_arg)
-	not is_number(input.action.args[input.tool.amount_arg])
+	not readable_amount
 }
+
+readable_amount if is_number(input.action.args[input.tool.amount_arg])

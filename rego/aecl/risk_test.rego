@@ -79,3 +79,45 @@ test_escalate_reason_lists_flags_unquoted if {
 	r := risk.reason with input as transfer(100000, true) with data.aecl.config as config
 	r == "risk score 1 exceeds the agent's auto-approve threshold 0.6 (flags: irreversible, large_amount, untrusted_input)"
 }
+
+# A tool whose only risk flag is its amount.
+refund(amount) := {
+	"agent_id": "a1",
+	"action": {"name": "issue_refund", "args": {"amount": amount}},
+	"tool": {"amount_arg": "amount", "irreversible": false, "affects_production": false, "bulk_operation": false},
+	"context": {"untrusted_input_source": false},
+}
+
+low_threshold := json.patch(config, [{"op": "replace", "path": "/agents/a1/auto_approve_threshold", "value": 0.3}])
+
+test_deny_negative_large_amount_counts_as_large if {
+	f := risk.flags with input as refund(-100000) with data.aecl.config as config
+	f == ["large_amount"]
+	risk.escalate with input as refund(-100000) with data.aecl.config as low_threshold
+}
+
+test_deny_most_negative_amount_counts_as_large if {
+	f := risk.flags with input as refund(-1e308) with data.aecl.config as config
+	f == ["large_amount"]
+	risk.escalate with input as refund(-1e308) with data.aecl.config as low_threshold
+}
+
+test_deny_amount_as_string_counts_as_large if {
+	risk.escalate with input as refund("100000") with data.aecl.config as low_threshold
+}
+
+test_allow_small_negative_amount_is_not_large if {
+	f := risk.flags with input as refund(-10) with data.aecl.config as config
+	f == []
+	not risk.escalate with input as refund(-10) with data.aecl.config as low_threshold
+}
+
+test_allow_negative_amount_at_threshold_is_not_large if {
+	not risk.escalate with input as refund(-50000) with data.aecl.config as low_threshold
+}
+
+test_deny_missing_amount_counts_as_large if {
+	i := json.patch(refund(1), [{"op": "remove", "path": "/action/args/amount"}])
+	f := risk.flags with input as i with data.aecl.config as config
+	f == ["large_amount"]
+}

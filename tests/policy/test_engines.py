@@ -11,7 +11,8 @@ import pytest
 
 from enforcer.config import OpaConfig, PolicyConfig
 from enforcer.errors import EngineUnavailable, MalformedDecision, PolicyError
-from enforcer.manifests import AgentManifest, load_agents, load_registry
+from enforcer.manifests import AgentManifest, ToolSpec, load_agents, load_registry
+from enforcer.pipeline.policy_input import path_arguments
 from enforcer.policy.decision import parse_decision
 from enforcer.policy.embedded import EmbeddedEngine
 from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
@@ -19,12 +20,18 @@ from enforcer.policy.policyset import build_policy_set
 from tests.conftest import EXAMPLES, REPO
 
 REGISTRY = load_registry(EXAMPLES / "tools.yaml")
+# Tools the example registry does not ship: one whose only risk flag is its
+# amount, and one that declares path arguments.
+EXTRA_TOOLS = {
+    "issue_refund": ToolSpec(command=["/bin/true"], access="write", amount_arg="amount"),
+    "save_report": ToolSpec(command=["/bin/true"], access="write", path_args=["path", "dest"]),
+}
 # The example agent plus one whose risky actions are governed by the score alone.
 AGENTS = {
     **load_agents(EXAMPLES / "agents"),
     "ops_agent": AgentManifest(agent_id="ops_agent", auto_approve_threshold=0.3,
                                allowed_actions=["transfer_funds", "modify_iam_policy", "bulk_export",
-                                                "read_invoice", "delete_record"]),
+                                                "read_invoice", "delete_record", *EXTRA_TOOLS]),
 }
 POLICY = PolicyConfig(rego_dir=REPO / "rego")
 
@@ -38,15 +45,17 @@ def opa_binary() -> str:
 
 def policy_input(action, args=None, *, agent="finance_agent_v2", untrusted=False, calls=0,
                  goal="pay vendor invoices: transfer funds", declared=(), now=1000.0):
-    tool = REGISTRY.get(action)
+    tool = REGISTRY.get(action) or EXTRA_TOOLS[action]
+    args = args or {}
     return {
         "agent_id": agent,
-        "action": {"name": action, "args": args or {}},
+        "action": {"name": action, "args": args},
         "tool": {
             "access": tool.access, "irreversible": tool.irreversible,
             "affects_production": tool.affects_production, "bulk_operation": tool.bulk_operation,
-            "amount_arg": tool.amount_arg,
+            "amount_arg": tool.amount_arg, "path_args": list(tool.path_args),
         },
+        "paths": path_arguments(args, tool),
         "context": {"untrusted_input_source": untrusted, "triggering_input": ""},
         "task": {"task_id": "tsk_1", "declared_goal": goal, "declared_actions": list(declared),
                  "calls_so_far": calls, "started_at": 900.0, "expires_at": 2100.0},
@@ -86,6 +95,43 @@ TABLE = [
      "escalate", "hitl", "always requires approval; risk score 1 is above the approval floor 0.7"),
     ("amount_not_a_number", policy_input("transfer_funds", {"amount": "lots"}),
      "escalate", "context_rules", ""),
+    # The amount is the tool's only risk flag: its magnitude decides.
+    ("small_refund_approves", policy_input("issue_refund", {"amount": 10}, agent="ops_agent",
+                                           declared=["issue_refund"]),
+     "approve", "risk", "risk score 0 within"),
+    ("large_refund_escalates", policy_input("issue_refund", {"amount": 100000}, agent="ops_agent",
+                                            declared=["issue_refund"]),
+     "escalate", "risk", "(flags: large_amount)"),
+    ("negative_large_amount_is_large", policy_input("issue_refund", {"amount": -100000}, agent="ops_agent",
+                                                    declared=["issue_refund"]),
+     "escalate", "risk", "(flags: large_amount)"),
+    ("most_negative_amount_is_large", policy_input("issue_refund", {"amount": -1e308}, agent="ops_agent",
+                                                   declared=["issue_refund"]),
+     "escalate", "risk", "(flags: large_amount)"),
+    ("small_negative_amount_is_small", policy_input("issue_refund", {"amount": -10}, agent="ops_agent",
+                                                    declared=["issue_refund"]),
+     "approve", "risk", "risk score 0 within"),
+    ("amount_as_string_is_large", policy_input("issue_refund", {"amount": "100000"}, agent="ops_agent",
+                                               declared=["issue_refund"]),
+     "escalate", "risk", "(flags: large_amount)"),
+    ("missing_amount_is_large", policy_input("issue_refund", {}, agent="ops_agent", declared=["issue_refund"]),
+     "escalate", "risk", "(flags: large_amount)"),
+    # Declared path arguments: the policy reads the normalised form.
+    ("path_within_root_approves", policy_input("save_report", {"path": "reports/./q1.csv"}, agent="ops_agent",
+                                               declared=["save_report"]),
+     "approve", "risk", ""),
+    ("path_dotdot_escape_blocks", policy_input("save_report", {"path": "reports/../../etc/passwd"},
+                                               agent="ops_agent", declared=["save_report"]),
+     "block", "paths", "path argument 'path' climbs above its starting directory"),
+    ("path_encoded_escape_blocks", policy_input("save_report", {"dest": "..%252f..%252fetc"},
+                                                agent="ops_agent", declared=["save_report"]),
+     "block", "paths", "path argument 'dest' climbs above its starting directory"),
+    ("path_absolute_blocks", policy_input("save_report", {"path": "ok.csv", "dest": "/proc/self/root/etc"},
+                                          agent="ops_agent", declared=["save_report"]),
+     "block", "paths", "path argument 'dest' is absolute"),
+    ("path_backslash_is_not_a_separator", policy_input("save_report", {"path": "..\\..\\x"},
+                                                       agent="ops_agent", declared=["save_report"]),
+     "approve", "risk", ""),
 ]
 
 
