@@ -164,6 +164,8 @@ class PolicyReload(CallFields):
     kind: Literal["policy_reload"] = "policy_reload"
     old_revision: str
     new_revision: str
+    # What changed: rego, data, agents, registry, risk, mode.
+    changed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

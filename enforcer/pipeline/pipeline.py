@@ -142,6 +142,7 @@ class Pipeline:
             timestamp=timestamp(self.clock()), rpc="ReloadPolicy", input_payload={"trigger": result.trigger},
             policy_applied=self.policy.current.revision, outcome="applied" if result.applied else "rejected",
             reason=result.message, old_revision=result.old_revision, new_revision=result.new_revision,
+            changed=result.changed,
         ))
 
     async def log_invalid(self, rpc: str, error: AeclError, fields: dict[str, Any], *,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,17 @@ from enforcer.errors import ConfigError
 from enforcer.policy.policyset import DATA_ROOT, PolicySet
 
 MANIFEST = ".manifest"
-ROOTS = [DATA_ROOT[0]]  # the bundle owns data.aecl (policies and config)
 REGO_VERSION = 1
+_PACKAGE = re.compile(r"^package\s+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
+
+
+def bundle_roots(policy_set: PolicySet) -> list[str]:
+    """The paths the bundle owns: data.aecl (the policy and AECL's config),
+    every top-level key of the operator's data, every top-level package."""
+    roots = {DATA_ROOT[0], *policy_set.data}
+    for source in policy_set.modules.values():
+        roots.update(_PACKAGE.findall(source))
+    return sorted(roots)
 
 
 def _json(doc: Any) -> bytes:
@@ -34,7 +44,8 @@ def _json(doc: Any) -> bytes:
 def bundle_files(policy_set: PolicySet) -> dict[str, bytes]:
     """Member name (without leading slash) -> content."""
     files = {
-        MANIFEST: _json({"revision": policy_set.revision, "roots": ROOTS, "rego_version": REGO_VERSION}),
+        MANIFEST: _json({"revision": policy_set.revision, "roots": bundle_roots(policy_set),
+                         "rego_version": REGO_VERSION}),
         "data.json": _json(policy_set.data),
     }
     for path, source in policy_set.modules.items():

@@ -1,22 +1,40 @@
-"""A policy set: the Rego modules plus the data document compiled from the
-operator's manifests, with a content hash (the revision) that every decision
-and log entry carries."""
+"""A policy set: the Rego modules and the data document, with a content hash
+(the revision) that every decision and log entry carries.
+
+The data document is what OPA would load from the policy directory (every
+`data.json` / `data.yaml` under it, at its directory's path: a file in
+rego/vendors/ is data.vendors) plus what AECL compiles at data.aecl.config
+(agent manifests, risk and HITL settings). The same document is given to
+every engine and every command (service, `aecl decide`, replay, bundles), so
+what `opa test` sees is what is enforced.
+
+The revision covers everything that can change a decision: the Rego, the
+operator's data, the manifests, the tool registry (it sets each tool's risk
+properties in the input) and the risk/HITL settings. Each part has its own
+digest (`components`), so a reload can say which of them changed.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enforcer._yaml import read_document
 from enforcer.config import PolicyConfig
 from enforcer.errors import ConfigError
-from enforcer.manifests import AgentManifest
+from enforcer.manifests import AgentManifest, ToolRegistry
 
 ENTRYPOINT = "aecl/main/decision"
 DATA_ROOT = ("aecl", "config")
+
+
+DATA_FILES = ("data.json", "data.yaml", "data.yml")
+# What a reload reports as changed, one digest each.
+COMPONENTS = ("rego", "data", "agents", "registry", "risk")
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,11 @@ class PolicySet:
     modules: dict[str, str]  # path relative to rego_dir -> source
     data: dict[str, Any]  # the whole data document
     revision: str
+    components: dict[str, str] = field(default_factory=dict)  # part -> digest
+
+    def changed_since(self, older: PolicySet) -> list[str]:
+        """The parts (COMPONENTS) whose content differs from `older`'s."""
+        return [c for c in COMPONENTS if self.components.get(c) != older.components.get(c)]
 
     @property
     def config_data(self) -> dict[str, Any]:
@@ -64,6 +87,42 @@ def load_modules(rego_dir: Path) -> dict[str, str]:
     return modules
 
 
+def load_data_files(rego_dir: Path) -> dict[str, Any]:
+    """Every data.json / data.yaml under rego_dir, merged at its directory's
+    path as OPA does (objects merge key by key). The same value defined by two
+    files, or anything under data.aecl.config (AECL's own), is refused naming
+    both files."""
+    merged: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], Path] = {}
+    for path in sorted(p for p in rego_dir.rglob("*") if p.name in DATA_FILES and p.is_file()):
+        doc = read_document(path)
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: a data file must hold a JSON/YAML object, not {type(doc).__name__}")
+        prefix = path.parent.relative_to(rego_dir).parts
+        for part in reversed(prefix):
+            doc = {part: doc}
+        _merge(merged, doc, (), path, origin)
+    if DATA_ROOT[1] in merged.get(DATA_ROOT[0], {}):
+        where = next(f for k, f in origin.items() if k[:2] == DATA_ROOT or (k == DATA_ROOT[:1]))
+        raise ConfigError(f"{where}: data.{'.'.join(DATA_ROOT)} is AECL's own (manifests, risk and HITL "
+                          "settings); put operator data elsewhere")
+    return merged
+
+
+def _merge(into: dict[str, Any], doc: dict[str, Any], at: tuple[str, ...], path: Path,
+           origin: dict[tuple[str, ...], Path]) -> None:
+    for key, value in doc.items():
+        where = (*at, str(key))
+        if key not in into:
+            into[key] = value
+            origin[where] = path
+        elif isinstance(into[key], dict) and isinstance(value, dict):
+            _merge(into[key], value, where, path, origin)
+        else:
+            other = next((f for k, f in origin.items() if where[: len(k)] == k or k[: len(where)] == where), "?")
+            raise ConfigError(f"{path}: data.{'.'.join(where)} is also defined in {other}")
+
+
 def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig) -> dict[str, Any]:
     config = {
         "agents": {aid: m.model_dump(mode="json") for aid, m in sorted(agents.items())},
@@ -73,11 +132,22 @@ def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig) -> dict
     return {DATA_ROOT[0]: {DATA_ROOT[1]: config}}
 
 
-def build_policy_set(rego_dir: Path, agents: dict[str, AgentManifest], policy: PolicyConfig) -> PolicySet:
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_policy_set(rego_dir: Path, agents: dict[str, AgentManifest], policy: PolicyConfig,
+                     registry: ToolRegistry | None = None) -> PolicySet:
     modules = load_modules(rego_dir)
-    data = compile_data(agents, policy)
-    h = hashlib.sha256()
-    for name, src in sorted(modules.items()):
-        h.update(b"module\x00" + name.encode() + b"\x00" + src.encode() + b"\x00")
-    h.update(b"data\x00" + json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
-    return PolicySet(modules=modules, data=data, revision="sha256:" + h.hexdigest())
+    operator = load_data_files(rego_dir)
+    compiled = compile_data(agents, policy)
+    data = {**operator, DATA_ROOT[0]: {**operator.get(DATA_ROOT[0], {}), **compiled[DATA_ROOT[0]]}}
+    components = {
+        "rego": _digest(sorted(modules.items())),
+        "data": _digest(operator),
+        "agents": _digest(compiled[DATA_ROOT[0]][DATA_ROOT[1]]["agents"]),
+        "registry": _digest(registry.model_dump(mode="json") if registry is not None else None),
+        "risk": _digest({k: v for k, v in compiled[DATA_ROOT[0]][DATA_ROOT[1]].items() if k != "agents"}),
+    }
+    revision = "sha256:" + _digest([components[c] for c in COMPONENTS])
+    return PolicySet(modules=modules, data=data, revision=revision, components=components)

@@ -63,7 +63,7 @@ def load_policy_set(config: ServiceConfig) -> LoadedPolicy:
             check_tools_dir(registry.tools_dir, service_secrets(config))
         except ValueError as e:
             raise ConfigError(f"{config.tool_registry}: {e}") from None
-    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy))
+    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy, registry))
 
 
 def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
@@ -168,6 +168,9 @@ class ReloadResult:
     new_revision: str
     message: str
     at: float = field(default_factory=time.time)
+    # Which parts of the policy set differ (policyset.COMPONENTS), and
+    # "mode" for a change of shadow settings.
+    changed: tuple[str, ...] = ()
 
 
 def needs_restart(old: ServiceConfig, new: ServiceConfig) -> list[str]:
@@ -217,8 +220,10 @@ class PolicyReloader:
                                       f"policy reload rejected, revision {current.revision} stays in force: {e}")
                 log.error("%s", result.message)
             else:
-                changed = (candidate.revision, candidate.shadow_all, candidate.shadow_agents) != (
-                    current.revision, current.shadow_all, current.shadow_agents)
+                parts = candidate.policy_set.changed_since(current.policy_set)
+                if (candidate.shadow_all, candidate.shadow_agents) != (current.shadow_all, current.shadow_agents):
+                    parts.append("mode")
+                changed = bool(parts) or candidate.revision != current.revision
                 restart = needs_restart(self._config, config)
                 if restart:
                     log.warning("configuration changes to %s are not reloadable and stay as they were until "
@@ -234,7 +239,8 @@ class PolicyReloader:
                 else:
                     result = ReloadResult(trigger, True, current.revision, candidate.revision,
                                           f"policy revision {candidate.revision} in force "
-                                          f"(was {current.revision})")
+                                          f"(was {current.revision}); changed: {', '.join(parts) or 'engine'}",
+                                          changed=tuple(parts))
                 if restart:
                     result.message += f"; not applied until a restart: {', '.join(restart)}"
                     log.warning("%s (trigger: %s)", result.message, trigger)

@@ -2,12 +2,26 @@
 # Blocking gates come first (block wins over everything), then the gates that
 # escalate to a human, then approval. The answer always has the same shape;
 # the enforcer treats any other shape as an error and blocks.
+#
+# Operator extensions: every package under data.aecl.extensions (for example
+# rego/aecl/extensions/vendors.rego, `package aecl.extensions.vendors`) may
+# define `deny` and `escalate`, each a set of reason strings. They are applied
+# without editing this file, in this order:
+#   allowlist, limits, intent, paths        (block)
+#   extensions: any deny                    (block; the first by package name, then reason)
+#   context_rules, hitl                     (escalate)
+#   extensions: any escalate                (escalate)
+#   risk                                    (escalate, else approve)
+# An extension whose deny or escalate is not a set of strings blocks every
+# call (gate "extensions", rule "extensions.malformed"): a mistake in an
+# extension fails closed.
 package aecl.main
 
 import rego.v1
 
 import data.aecl.allowlist
 import data.aecl.context_rules
+import data.aecl.extensions
 import data.aecl.hitl
 import data.aecl.intent
 import data.aecl.limits
@@ -33,10 +47,22 @@ decision := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
 	not intent.allow
 } else := result("block", "paths", paths.rule, paths.reason) if {
 	not paths.allow
+} else := result(
+	"block", "extensions", "extensions.malformed",
+	concat("", ["extension package '", malformed_extensions[0], "' defines deny or escalate as something other than a set of strings"]),
+) if {
+	count(malformed_extensions) > 0
+} else := result("block", "extensions", concat(".", ["extensions", extension_denials[0][0], "deny"]), extension_denials[0][1]) if {
+	count(extension_denials) > 0
 } else := result("escalate", "context_rules", context_rules.rule_name, context_rules.reason) if {
 	context_rules.escalate
 } else := result("escalate", "hitl", hitl.rule, hitl.reason) if {
 	hitl.escalate
+} else := result(
+	"escalate", "extensions", concat(".", ["extensions", extension_escalations[0][0], "escalate"]),
+	extension_escalations[0][1],
+) if {
+	count(extension_escalations) > 0
 } else := result("escalate", "risk", "risk.over_threshold", risk.reason) if {
 	risk.escalate
 } else := result(
@@ -62,3 +88,38 @@ ttl("escalate") := hitl.ttl if hitl.escalate
 ttl("escalate") := hitl.ttl_for_other_gates if not hitl.escalate
 
 ttl(outcome) := 0 if outcome != "escalate"
+
+# [package, reason] pairs, sorted: the first one decides and is named.
+extension_denials := sort([[name, reason] |
+	some name
+	reasons := extensions[name].deny
+	is_set(reasons)
+	some reason in reasons
+	is_string(reason)
+])
+
+extension_escalations := sort([[name, reason] |
+	some name
+	reasons := extensions[name].escalate
+	is_set(reasons)
+	some reason in reasons
+	is_string(reason)
+])
+
+malformed_extensions := sort([name |
+	some name
+	ext := extensions[name]
+	some rule in ["deny", "escalate"]
+	not well_formed(ext, rule)
+])
+
+well_formed(ext, rule) if not has_key(ext, rule)
+
+well_formed(ext, rule) if {
+	is_set(ext[rule])
+	every reason in ext[rule] {
+		is_string(reason)
+	}
+}
+
+has_key(obj, key) if _ = obj[key]

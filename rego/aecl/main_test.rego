@@ -26,6 +26,10 @@ config := {
 	},
 }
 
+# The shipped gates are tested on their own: an operator's extensions (which
+# may block or escalate more) do not change what these tests expect.
+no_extensions := {}
+
 read_tool := {"access": "read", "irreversible": false, "affects_production": false, "bulk_operation": false}
 
 transfer_tool := {
@@ -48,6 +52,7 @@ call(agent, name, tool, args, untrusted, calls) := {
 test_allow_read_invoice if {
 	d := main.decision with input as call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.outcome == "approve"
 	d.approval_ttl_seconds == 0
 }
@@ -55,6 +60,7 @@ test_allow_read_invoice if {
 test_deny_blocked_action if {
 	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.outcome == "block"
 	d.gate == "allowlist"
 }
@@ -62,6 +68,7 @@ test_deny_blocked_action if {
 test_deny_unknown_agent if {
 	d := main.decision with input as call("ghost", "read_invoice", read_tool, {}, false, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.outcome == "block"
 	d.reason == "unknown agent 'ghost'"
 }
@@ -69,6 +76,7 @@ test_deny_unknown_agent if {
 test_deny_fifty_first_call if {
 	d := main.decision with input as call("finance_agent_v2", "read_invoice", read_tool, {}, false, 50)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.outcome == "block"
 	d.gate == "limits"
 }
@@ -83,6 +91,7 @@ test_deny_write_outside_intent if {
 test_escalate_large_untrusted_transfer if {
 	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, true, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.outcome == "escalate"
 	d.gate == "context_rules"
 	d.risk_score >= 0.7
@@ -112,6 +121,7 @@ test_escalate_hitl_route_when_no_context_rule if {
 	cfg := json.patch(config, [{"op": "replace", "path": "/agents", "value": {"finance_agent_v2": agent}}])
 	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 10}, false, 0)
 		with data.aecl.config as cfg
+		with data.aecl.extensions as no_extensions
 	d.outcome == "escalate"
 	d.gate == "hitl"
 	d.rule == "hitl.route"
@@ -121,6 +131,7 @@ test_escalate_hitl_route_when_no_context_rule if {
 test_escalate_explains_context_rule if {
 	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, true, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.rule == "context_rules.requires_human_approval"
 	d.risk_weights == {"large_amount": 0.5, "irreversible": 0.3, "affects_production": 0.4, "untrusted_input": 0.2}
 }
@@ -128,6 +139,7 @@ test_escalate_explains_context_rule if {
 test_deny_explains_blocking_rule if {
 	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
 		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
 	d.rule == "allowlist.blocked"
 	d.approval_ttl_seconds == 0
 }
@@ -157,4 +169,73 @@ test_deny_declared_path_escaping_its_root if {
 	ok := object.union(i, {"paths": {"path": {"normalized": "etc/passwd", "escapes_root": false}}})
 	a := main.decision with input as ok with data.aecl.config as cfg
 	a.outcome == "approve"
+}
+
+# -- operator extensions (data.aecl.extensions.<name>.deny / .escalate) --------
+
+read_call := call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0)
+
+test_deny_extension_deny_blocks_an_otherwise_approved_call if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"vendors": {"deny": {"vendor is not verified"}}}
+	d.outcome == "block"
+	d.gate == "extensions"
+	d.rule == "extensions.vendors.deny"
+	d.reason == "vendor is not verified"
+}
+
+test_deny_extension_deny_wins_over_an_escalation if {
+	d := main.decision with input as call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 10}, false, 0)
+		with data.aecl.config as config
+		with data.aecl.extensions as {"caps": {"deny": {"over the agent's cap"}}}
+	d.outcome == "block"
+	d.rule == "extensions.caps.deny"
+}
+
+test_deny_builtin_blocks_come_before_extensions if {
+	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
+		with data.aecl.config as config
+		with data.aecl.extensions as {"caps": {"deny": {"x"}}}
+	d.gate == "allowlist"
+}
+
+test_deny_the_first_extension_by_name_then_reason_decides if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"zeta": {"deny": {"a"}}, "alpha": {"deny": {"z", "b"}}}
+	d.rule == "extensions.alpha.deny"
+	d.reason == "b"
+}
+
+test_deny_a_malformed_extension_blocks_every_call if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"broken": {"deny": true}}
+	d.outcome == "block"
+	d.rule == "extensions.malformed"
+	contains(d.reason, "broken")
+}
+
+test_deny_an_extension_reason_that_is_not_a_string_blocks if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"broken": {"escalate": {1}}}
+	d.rule == "extensions.malformed"
+}
+
+test_deny_extension_escalate_sends_a_call_to_a_human if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"vendors": {"escalate": {"first payment to this vendor"}}}
+	d.outcome == "escalate"
+	d.rule == "extensions.vendors.escalate"
+	d.approval_ttl_seconds == 3600
+}
+
+test_allow_an_extension_with_nothing_to_say_changes_nothing if {
+	d := main.decision with input as read_call
+		with data.aecl.config as config
+		with data.aecl.extensions as {"vendors": {"deny": set(), "helper": 1}}
+	d.outcome == "approve"
 }

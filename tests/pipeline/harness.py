@@ -166,7 +166,7 @@ class Harness:
         agents = load_agents(EXAMPLES / "agents")
         registry = load_registry(EXAMPLES / "tools.yaml")
         policy_config = PolicyConfig(rego_dir=REPO / "rego")
-        policy_set = build_policy_set(REPO / "rego", agents, policy_config)
+        policy_set = build_policy_set(REPO / "rego", agents, policy_config, registry)
         if rego_engine:
             from enforcer.policy.engine import create_engine
             engine = create_engine(policy_set, policy_config)
