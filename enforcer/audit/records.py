@@ -191,11 +191,28 @@ class KeyTransitionRecord(Header):
     old_signature: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServiceRecord(Header):
+    """The service started or stopped: a restart leaves a trace, with what
+    was running (policy_applied in the header is the revision in force)."""
+
+    KIND: ClassVar[str] = "service"
+    kind: Literal["service"] = "service"
+    event: Literal["start", "stop"]
+    outcome: Literal["started", "stopped"]
+    reason: str = ""
+    version: str
+    config_digest: str  # sha256 of the validated configuration
+    engine: str
+    listen: str = ""
+    pid: int = 0
+
+
 Record = (TaskStarted | DecisionRecord | ExecutionRecord | RejectedRecord | PolicyReload
-          | CheckpointRecord | KeyTransitionRecord)
+          | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
 KINDS: dict[str, type] = {cls.KIND: cls for cls in
                           (TaskStarted, DecisionRecord, ExecutionRecord, RejectedRecord, PolicyReload,
-                           CheckpointRecord, KeyTransitionRecord)}
+                           CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
 CALL_KINDS = frozenset({"task_started", "decision", "execution", "rejected", "policy_reload"})
 
 

@@ -17,12 +17,15 @@ composes them and owns the error path. The invariants of the whole:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from enforcer.audit.log import AuditLog
-from enforcer.audit.records import PolicyReload, TaskStarted as TaskStartedRecord, new_id, timestamp
+from enforcer import __version__
+from enforcer.audit.records import PolicyReload, ServiceRecord, new_id, timestamp
+from enforcer.audit.records import TaskStarted as TaskStartedRecord
 from enforcer.config import LimitsConfig, SandboxConfig
 from enforcer.errors import AeclError
 from enforcer.metrics import Metrics
@@ -143,6 +146,18 @@ class Pipeline:
             policy_applied=self.policy.current.revision, outcome="applied" if result.applied else "rejected",
             reason=result.message, old_revision=result.old_revision, new_revision=result.new_revision,
             changed=result.changed,
+        ))
+
+    async def log_service(self, event: str, *, config_digest: str, listen: str) -> None:
+        """The service started (listeners bound) or is stopping."""
+        active = self.policy.current
+        await self.journal.append(ServiceRecord(
+            timestamp=timestamp(self.clock()), policy_applied=active.revision, event=event,  # type: ignore[arg-type]
+            outcome="started" if event == "start" else "stopped",  # type: ignore[arg-type]
+            reason=f"aecl {__version__} {'serving on ' + listen if event == 'start' else 'stopping'} "
+                   f"(engine {active.engine.name}, policy {active.revision})",
+            version=__version__, config_digest=config_digest, engine=active.engine.name, listen=listen,
+            pid=os.getpid(),
         ))
 
     async def log_invalid(self, rpc: str, error: AeclError, fields: dict[str, Any], *,

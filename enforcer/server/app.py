@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig
-from enforcer.errors import ConfigError
+from enforcer.errors import AeclError, ConfigError
 from enforcer.metrics import Metrics
 from enforcer.pipeline.pipeline import Pipeline
 from enforcer.policy.engine import PolicyEngine
@@ -130,6 +131,11 @@ def create_server(
     return server, port
 
 
+def config_digest(config: ServiceConfig) -> str:
+    """sha256 of the validated configuration, as the service runs it."""
+    return "sha256:" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
 async def serve(
     config: ServiceConfig, *, ready: asyncio.Event | None = None,
     load_config: Callable[[], ServiceConfig] | None = None, config_path: Path | None = None,
@@ -172,6 +178,9 @@ async def serve(
         "AECL serving on %s:%d (engine %s, policy %s, audit %s)",
         host, port, components.engine.name, components.engine.revision, config.audit.path,
     )
+    # A restart leaves a trace: what started, with which configuration and policy.
+    digest = config_digest(config)
+    await components.pipeline.log_service("start", config_digest=digest, listen=f"{host}:{port}")
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -203,4 +212,8 @@ async def serve(
         components.pipeline.shutting_down = True
         components.sandbox.kill_all()
         await server.stop(grace=5)
+        try:
+            await components.pipeline.log_service("stop", config_digest=digest, listen=f"{host}:{port}")
+        except AeclError as e:
+            log.critical("the service's stop could not be logged: %s", e)
         components.close()
