@@ -11,10 +11,15 @@ Steps for each line n (1-based), in this order:
   7. checkpoint: a checkpoint entry's signed note verifies with a trusted key,
      and its tree size and root are those of the entries before it (the
      RFC 6962 tree recomputed from the leaf hashes)
-  8. trusted checkpoint (optional, from the auditor): the log holds at least
-     its tree size (else: truncated) and the same root at that size (else: a
+  8. trusted checkpoint (optional, from the auditor): its signature verifies
+     with a trusted key BEFORE it is compared with the log (an edited one is
+     forged, never taken for a truncation or a rollback; one signed by a key
+     a transition in the log hands over is checked once that key is known,
+     and always before the comparison); then the log holds at least its tree
+     size (else: truncated) and the same root at that size (else: a
      rolled-back or forked log)
-The first failure raises VerificationError naming the line and the class.
+The first failure raises VerificationError naming the line and the class
+(TrustedCheckpointError, line 0, for the auditor's checkpoint itself).
 Consecutive checkpoints are consistent by construction: every root is
 recomputed from the one verified leaf sequence, so a later head extends an
 earlier one or a step above has already failed.
@@ -43,13 +48,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from enforcer.audit.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint, parse_checkpoint
+from enforcer.audit.checkpoint import (Checkpoint, CheckpointError, NoteVerifier, UnverifiedNoteError, open_checkpoint,
+                                       parse_checkpoint)
 from enforcer.audit.entry import GENESIS_PREV, leaf_hash, signature_message, split_line, transition_message
 from enforcer.audit.files import iter_log_lines, log_files, read_lines
 from enforcer.audit.keys import key_id, raw_public_bytes
 from enforcer.audit.merkle import CompactTree
 from enforcer.audit.records import CheckpointRecord, KeyTransitionRecord, parse_record
-from enforcer.errors import AuditUnavailable, IntegrityError, RecordError, VerificationError
+from enforcer.errors import AuditError, AuditUnavailable, IntegrityError, RecordError, VerificationError
 
 # One exit code per failure class, for scripts that act on the kind of failure.
 EXIT_CODES = {
@@ -62,6 +68,11 @@ EXIT_CODES = {
     "checkpoint": 16,
     "truncated": 17,
 }
+# Not a failure class of a line: the log has no entry (or does not exist), so
+# nothing was verified. Never "OK".
+EXIT_NOTHING_VERIFIED = 18
+# `aecl audit verify-proof`: the proof does not verify against the checkpoint.
+EXIT_PROOF = 19
 _FIELDS = {"seq", "prev", "record", "leaf_hash", "kid", "sig"}
 _KEPT_KINDS = {"checkpoint", "key_transition"}
 # Below this size a process pool costs more than it saves.
@@ -231,39 +242,98 @@ class VerifyReport:
     segments: int = 1
     # The keys given plus those handed over by key transitions in the log.
     keys: tuple[Ed25519PublicKey, ...] = ()
+    # The RFC 6962 root of all `entries` leaves, as verified.
+    root: bytes = b""
+
+
+class NothingVerified(AuditError):
+    """The log has no entries, or no file of it exists: nothing was verified.
+    Not a success (exit EXIT_NOTHING_VERIFIED)."""
+
+    code = "audit_nothing_verified"
+
+
+class TrustedCheckpointError(VerificationError):
+    """The auditor's own checkpoint (--checkpoint) is malformed or forged. It
+    names no line of the log (line 0) and belongs to the checkpoint class."""
+
+    def __init__(self, message: str) -> None:
+        IntegrityError.__init__(self, message)
+        self.line = 0
+        self.kind = "checkpoint"
+        self.detail = message
+
+
+def _forged(why: object) -> TrustedCheckpointError:
+    return TrustedCheckpointError(f"the trusted checkpoint is forged: its signature does not verify with the "
+                                  f"trusted keys ({why}); it was not compared with the log")
 
 
 def parse_trusted_checkpoint(note: bytes) -> Checkpoint:
     """The checkpoint inside an auditor's note, signature not yet checked:
     it may be signed by a key the log hands over later (verify_log checks it
-    once the log's key transitions are known)."""
+    once the log's key transitions are known, before comparing it)."""
     try:
         return parse_checkpoint(note.rpartition(b"\n\n")[0] + b"\n")
     except CheckpointError as e:
-        raise IntegrityError(f"the trusted checkpoint is malformed: {e}") from None
+        raise TrustedCheckpointError(f"the trusted checkpoint is malformed: {e}") from None
+
+
+def _open_note(note: bytes, cp: Checkpoint, keys: Iterable[Ed25519PublicKey]) -> bool:
+    """True when a trusted key signed the note; False when none of `keys` did
+    (it may be signed by a key not known yet); raises when forged."""
+    try:
+        open_checkpoint(note, [NoteVerifier(cp.origin, k) for k in keys])
+    except UnverifiedNoteError:
+        return False
+    except CheckpointError as e:
+        raise _forged(e) from None
+    return True
 
 
 def open_trusted_checkpoint(note: bytes, keys: Iterable[Ed25519PublicKey]) -> Checkpoint:
     """An auditor's checkpoint: verified with the log's keys under its own origin."""
-    try:
-        origin = note.split(b"\n", 1)[0].decode()
-        cp, _ = open_checkpoint(note, [NoteVerifier(origin, k) for k in keys])
-    except (CheckpointError, UnicodeDecodeError) as e:
-        raise IntegrityError(f"the trusted checkpoint does not verify: {e}") from None
+    cp = parse_trusted_checkpoint(note)
+    if not _open_note(note, cp, keys):
+        raise _forged("no signature by a trusted key")
     return cp
+
+
+class _Trusted:
+    """The auditor's checkpoint while the log is read: compared with the log
+    only once its signature has verified (`require`)."""
+
+    def __init__(self, note: bytes, keys: list[Ed25519PublicKey]) -> None:
+        self.note = note
+        self.cp = parse_trusted_checkpoint(note)
+        self.verified = _open_note(note, self.cp, keys)
+
+    def retry(self, keys: list[Ed25519PublicKey]) -> bool:
+        """After the log handed over a key: does the note verify now?"""
+        if not self.verified:
+            self.verified = _open_note(self.note, self.cp, keys)
+        return self.verified
+
+    def require(self, keys: list[Ed25519PublicKey]) -> Checkpoint:
+        if not self.retry(keys):
+            raise _forged("no signature by a trusted key, nor by a key the log hands over before it")
+        return self.cp
 
 
 def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted_note: bytes | None = None,
                progress: Callable[[int], None] | None = None, workers: int | None = None) -> VerifyReport:
     """The whole log: its sealed segments (path.seg-*), oldest first, then path.
-    `trusted_note` is a signed checkpoint the auditor kept elsewhere."""
-    keys = list(keys)
-    trusted = parse_trusted_checkpoint(trusted_note) if trusted_note is not None else None
+    `trusted_note` is a signed checkpoint the auditor kept elsewhere: its
+    signature is verified before it is compared with anything."""
+    keys = list({key_id(k): k for k in keys}.values())  # a key given twice is one key
+    trusted = _Trusted(trusted_note, keys) if trusted_note is not None else None
     files = log_files(path)
     state = _State()
     for i, f in enumerate(files):
         try:
             _verify_segment(f, keys, state, trusted, progress, workers)
+        except TrustedCheckpointError:
+            raise
         except VerificationError as e:
             if len(files) > 1:  # name the file: line numbers are per file
                 raise VerificationError(e.line, e.kind, f"in {f.name}: {e.detail}") from None
@@ -271,18 +341,23 @@ def verify_log(path: Path, keys: Iterable[Ed25519PublicKey], *, trusted_note: by
         if i < len(files) - 1 and state.n_in_file == 0:
             raise VerificationError(1, "malformed", f"sealed segment {f.name} is empty")
     tree = state.tree
-    if trusted is not None:
-        if trusted.size > tree.size:
-            raise VerificationError(state.n_in_file + 1, "truncated",
-                                    f"the trusted checkpoint covers {trusted.size} entries, the log has "
-                                    f"{tree.size}: entries were cut from its end")
-        if trusted.size == tree.size and tree.root() != trusted.root:
-            raise VerificationError(state.n_in_file, "checkpoint", f"the {trusted.size} entries do not have the "
-                                    "trusted checkpoint's root: the log was rolled back or forked")
     all_keys = [*keys, *state.learned_pub]
-    if trusted_note is not None:
-        open_trusted_checkpoint(trusted_note, all_keys)  # its signature, now that every key is known
-    return VerifyReport(tree.size, state.checkpoints, state.last, trusted, len(files), tuple(all_keys))
+    if trusted is not None:
+        cp = trusted.require(all_keys)  # its signature, before it is compared with the log
+        where = f"in {files[-1].name}: " if len(files) > 1 else ""
+        if cp.size > tree.size:
+            raise VerificationError(state.n_in_file + 1, "truncated",
+                                    f"{where}the trusted checkpoint covers {_n(cp.size)}, the log has "
+                                    f"{tree.size}: entries were cut from its end")
+        if cp.size == tree.size and tree.root() != cp.root:
+            raise VerificationError(state.n_in_file, "checkpoint", f"{where}the {_n(cp.size)} do not have the "
+                                    "trusted checkpoint's root: the log was rolled back or forked")
+    return VerifyReport(tree.size, state.checkpoints, state.last, trusted.cp if trusted else None, len(files),
+                        tuple(all_keys), tree.root())
+
+
+def _n(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
 
 
 class _State:
@@ -295,9 +370,17 @@ class _State:
         # Keys handed over by key_transition entries signed by a trusted key.
         self.learned: dict[str, VerifyKey] = {}
         self.learned_pub: list[Ed25519PublicKey] = []
+        # Origins of the log's checkpoints, for a trusted checkpoint verified late.
+        self.origins: set[str] = set()
 
 
-def _verify_segment(path: Path, keys: list[Ed25519PublicKey], state: _State, trusted: Checkpoint | None,
+def _check_origin(n: int, origin: str, trusted: Checkpoint) -> None:
+    if origin != trusted.origin:
+        raise VerificationError(n, "checkpoint", f"the log's origin {origin!r} is not the trusted "
+                                                 f"checkpoint's {trusted.origin!r}")
+
+
+def _verify_segment(path: Path, keys: list[Ed25519PublicKey], state: _State, trusted: _Trusted | None,
                     progress: Callable[[int], None] | None, workers: int | None) -> None:
     tree = state.tree
     n = 0
@@ -307,15 +390,20 @@ def _verify_segment(path: Path, keys: list[Ed25519PublicKey], state: _State, tru
         kind = item.record.KIND if item.record is not None else None
         if kind == "key_transition":
             _learn_key(n, item, [*keys, *state.learned_pub], state)
+            if trusted is not None and not trusted.verified and trusted.retry([*keys, *state.learned_pub]):
+                for origin in sorted(state.origins):  # the comparisons it missed while unverified
+                    _check_origin(n, origin, trusted.cp)
         elif kind == "checkpoint":
             last = state.last = _check_checkpoint(n, item.record, tree, [*keys, *state.learned_pub])
             state.checkpoints += 1
-            if trusted is not None and last.origin != trusted.origin:
-                raise VerificationError(n, "checkpoint", f"the log's origin {last.origin!r} is not the trusted "
-                                                         f"checkpoint's {trusted.origin!r}")
-        if trusted is not None and tree.size == trusted.size and tree.root() != trusted.root:
-            raise VerificationError(n, "checkpoint", f"the first {trusted.size} entries do not have the trusted "
-                                                     "checkpoint's root: the log was rolled back or forked")
+            state.origins.add(last.origin)
+            if trusted is not None and trusted.verified:
+                _check_origin(n, last.origin, trusted.cp)
+        if trusted is not None and tree.size == trusted.cp.size:
+            cp = trusted.require([*keys, *state.learned_pub])  # verified before it is compared
+            if tree.root() != cp.root:
+                raise VerificationError(n, "checkpoint", f"the first {_n(cp.size)} do not have the trusted "
+                                                         "checkpoint's root: the log was rolled back or forked")
         tree.append(bytes.fromhex(item.leaf_hash))
         state.prev = item.leaf_hash
         if progress is not None and tree.size % 4096 == 0:
@@ -341,7 +429,8 @@ def _learn_key(n: int, item: Checked, trusted: list[Ed25519PublicKey], state: _S
     if key_id(new) != r.new_kid or item.kid not in (r.old_kid, r.new_kid):
         raise VerificationError(n, "signature", "key transition names a key other than the one it carries")
     state.learned[key_id(new)] = VerifyKey(raw)
-    state.learned_pub.append(new)
+    if all(key_id(k) != r.new_kid for k in trusted):  # handed over a key the auditor also gave: one key
+        state.learned_pub.append(new)
     if item.kid == r.new_kid and item.late_failure is not None:
         _verify_learned(n, item, state.learned)
 

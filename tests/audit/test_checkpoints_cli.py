@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from enforcer.audit.checkpoint import NoteVerifier, open_checkpoint
 from enforcer.audit.keys import generate_keypair, load_public_key, load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.audit.merkle import root_hash, verify_consistency, verify_inclusion
+from enforcer.audit.records import DecisionRecord, timestamp
 from tests.conftest import REPO
 
 N = 230
@@ -24,11 +26,18 @@ def aecl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "enforcer", *args], capture_output=True, text=True, cwd=REPO)
 
 
+def decision(i: int) -> dict:
+    """A real decision record (what the service writes), numbered i in its arguments."""
+    return DecisionRecord(event_id=f"evt_{i}", timestamp=timestamp(time.time()), agent_id="finance_agent_v2",
+                          task_id=f"tsk_{i % 3}", rpc="Execute", action_name="read_invoice",
+                          input_payload={"args": {"i": i}}, outcome="approve", reason="ok", gate="risk",
+                          rule="risk.within_threshold").to_dict()
+
+
 def write_log(path: Path, priv: Path, n: int, *, start: int = 0, every: int = 50) -> None:
     log = AuditLog(path, load_signing_key(priv), checkpoint_every=every, checkpoint_interval_s=3600)
     for i in range(start, start + n):
-        log.append({"event_id": f"evt_{i}", "kind": "decision", "task_id": f"tsk_{i % 3}", "outcome": "approve",
-                    "action_name": "read_invoice", "reason": "ok", "i": i})
+        log.append(decision(i))
     log.close()
 
 
@@ -142,8 +151,8 @@ def test_consistency_proof_between_two_shipped_checkpoints(keys, tmp_path):
              "--from", str(first), "--to", str(tmp_path / "audit.jsonl.checkpoint"))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    verify_consistency(doc["old_size"], doc["new_size"], base64.b64decode(doc["old_root"]),
-                       base64.b64decode(doc["new_root"]), [base64.b64decode(h) for h in doc["proof"]])
+    verify_consistency(doc["old_size"], doc["new_size"], bytes.fromhex(doc["old_root"]),
+                       bytes.fromhex(doc["new_root"]), [bytes.fromhex(h) for h in doc["proof"]])
 
 
 def test_prove_prints_an_inclusion_proof_anyone_can_check(log, keys):
@@ -152,16 +161,16 @@ def test_prove_prints_an_inclusion_proof_anyone_can_check(log, keys):
     doc = json.loads(r.stdout)
     assert doc["tree_size"] == 234
     verify_inclusion(bytes.fromhex(doc["leaf_hash"]), doc["leaf_index"], doc["tree_size"],
-                     [base64.b64decode(h) for h in doc["proof"]], base64.b64decode(doc["root"]))
+                     [bytes.fromhex(h) for h in doc["proof"]], bytes.fromhex(doc["root"]))
     r = aecl("audit", "prove", "--log", str(log), "--pubkey", str(keys[1]), "--event", "evt_nope")
     assert r.returncode == 2 and "no entry with event id" in r.stderr
 
 
-def test_replay_tells_a_task_in_order(log):
-    r = aecl("audit", "replay", "--log", str(log), "--task", "tsk_1", "--json")
+def test_replay_tells_a_task_in_order(log, keys):
+    r = aecl("audit", "replay", "--log", str(log), "--pubkey", str(keys[1]), "--task", "tsk_1", "--json")
     story = json.loads(r.stdout)
-    assert [s["i"] for s in story] == [i for i in range(N) if i % 3 == 1]
-    text = aecl("audit", "replay", "--log", str(log), "--task", "tsk_1").stdout
+    assert [s["input_payload"]["args"]["i"] for s in story] == [i for i in range(N) if i % 3 == 1]
+    text = aecl("audit", "replay", "--log", str(log), "--pubkey", str(keys[1]), "--task", "tsk_1").stdout
     assert text.startswith(f"task tsk_1: {len(story)} entries") and "APPROVE" in text
 
 

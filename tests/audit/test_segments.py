@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from enforcer.audit.keys import generate_keypair, load_public_key, load_signing_key
 from enforcer.audit.log import AuditLog, sealed_segments
 from enforcer.audit.merkle import root_hash
+from enforcer.audit.records import DecisionRecord, timestamp
 from enforcer.audit.verify import log_lines, verify_log
 from tests.conftest import REPO
 
@@ -18,7 +20,10 @@ def write(path, priv, n, start=0):
     log = AuditLog(path, load_signing_key(priv), checkpoint_every=10**6, checkpoint_interval_s=3600,
                    max_segment_bytes=16 << 10)
     for i in range(start, start + n):
-        log.append({"event_id": f"evt_{i}", "task_id": "tsk_a", "i": i, "pad": "x" * 200})
+        log.append(DecisionRecord(event_id=f"evt_{i}", timestamp=timestamp(time.time()), task_id="tsk_a",
+                                  agent_id="finance_agent_v2", rpc="Execute", action_name="read_invoice",
+                                  input_payload={"args": {"i": i, "pad": "x" * 200}}, outcome="approve",
+                                  gate="risk", rule="risk.within_threshold").to_dict())
     log.close()
 
 
@@ -77,9 +82,9 @@ def test_prove_and_replay_read_across_segments(tmp_path):
                         "--event", "evt_3"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["leaf_index"] == 3
-    r = subprocess.run([sys.executable, "-m", "enforcer", "audit", "replay", "--log", str(path), "--task", "tsk_a",
-                        "--json"], capture_output=True, text=True, cwd=REPO)
-    assert [s["i"] for s in json.loads(r.stdout)] == list(range(150))
+    r = subprocess.run([sys.executable, "-m", "enforcer", "audit", "replay", "--log", str(path), "--pubkey", str(pub),
+                        "--task", "tsk_a", "--json"], capture_output=True, text=True, cwd=REPO)
+    assert [s["input_payload"]["args"]["i"] for s in json.loads(r.stdout)] == list(range(150))
 
 
 def test_policy_replay_reads_every_segment(tmp_path):

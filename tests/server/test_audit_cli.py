@@ -3,6 +3,7 @@ makes it fail naming that line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,10 @@ def verify(log: Path, pubkey: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def service_log(service, tmp_path_factory):
     task = service.stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read")).task_id
+    req = pb.DecideRequest(task_id=task, agent_id="finance_agent_v2", call=pb.ToolCall(name="read_invoice"))
+    req.call.args.update({"invoice_id": "INV-1001"})
     for _ in range(5):
-        service.stub.Decide(pb.DecideRequest(task_id=task, agent_id="finance_agent_v2",
-                                             call=pb.ToolCall(name="read_invoice")))
+        service.stub.Decide(req)
     copy = tmp_path_factory.mktemp("logcopy") / "audit.jsonl"
     copy.write_bytes(service.audit_path.read_bytes())
     return copy, service.pubkey
@@ -94,3 +96,24 @@ def test_wrong_public_key_is_refused(service_log, tmp_path):
     _, other_pub = generate_keypair(tmp_path / "other")
     r = verify(log, other_pub)
     assert r.returncode == 14 and "line 1: unknown_key" in r.stderr
+
+
+def aecl(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "enforcer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_the_auditor_commands_read_the_service_log(service_log, tmp_path):
+    """What the service writes reads back through the record types: its task,
+    its dry runs with their arguments, and a report of them."""
+    log, pub = service_log
+    r = aecl("audit", "tasks", "--log", log, "--pubkey", pub, "--json")
+    assert r.returncode == 0, r.stderr
+    (task,) = [t for t in json.loads(r.stdout)["tasks"] if t["goal"] == "read"]
+    assert task["agent_id"] == "finance_agent_v2" and task["outcomes"].get("dry-run approve") == 5
+    r = aecl("audit", "replay", "--log", log, "--pubkey", pub, "--task", task["task_id"])
+    assert r.returncode == 0, r.stderr
+    dry = [ln for ln in r.stdout.splitlines() if "Decide (dry run)" in ln]
+    assert len(dry) == 5 and all('read_invoice {"invoice_id":"INV-1001"}' in ln for ln in dry)
+    r = aecl("audit", "report", "--log", log, "--pubkey", pub, "--task", task["task_id"], "--format", "json")
+    calls = json.loads(r.stdout)["calls"]
+    assert [c["execution"] for c in calls] == ["not run (dry run)"] * 5
