@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
 from enforcer import __version__, audit_cli, decide_cli
 from enforcer.config import DEFAULT_CONFIG
 from enforcer.errors import AeclError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+METRICS_OFF = "off"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -26,6 +28,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         overrides = {}
         if args.listen:
             overrides["listen"] = args.listen
+        if args.metrics_listen:
+            listen = None if args.metrics_listen == METRICS_OFF else args.metrics_listen
+            overrides["metrics"] = config.metrics.model_copy(update={"listen": listen})
         if args.engine:
             overrides["policy"] = config.policy.model_copy(update={"engine": args.engine})
         return config.model_copy(update=overrides) if overrides else config
@@ -43,19 +48,23 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_policy_test(args: argparse.Namespace) -> int:
-    from enforcer.policy.opa import find_opa_binary
-    from enforcer.policy_cli import run_policy_tests
+def _host_port(value: str) -> str:
+    """HOST:PORT, the port a number (0: any free port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:50051), not {value!r}")
+    return value
 
-    def run_opa() -> int:
-        opa = find_opa_binary(args.opa)
-        cmd = [opa, "test", "--ignore", "capabilities.json", args.rego, "-v" if args.verbose else "--format=pretty"]
-        if args.coverage:
-            cmd = [opa, "test", "--ignore", "capabilities.json", args.rego, "--coverage", "--threshold",
-                   str(args.threshold)]
-        return subprocess.call(cmd)
 
-    return run_policy_tests(args, run_opa)
+def _metrics_listen(value: str) -> str:
+    return value if value == METRICS_OFF else _host_port(value)
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"unknown level {value!r}; choose one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="AECL, the Agent Execution Control Layer: decides, sandboxes and signs every agent tool call.",
     )
     p.add_argument("--version", action="version", version=f"aecl {__version__}")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log-level", default="INFO", type=_log_level, metavar="LEVEL",
+                   help=f"logging level: {', '.join(LOG_LEVELS)} (default INFO)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the gRPC enforcement service",
                        description="Run the gRPC enforcement service until SIGINT or SIGTERM.")
     s.add_argument("--config", default=DEFAULT_CONFIG, help=f"service config file (default {DEFAULT_CONFIG})")
-    s.add_argument("--listen", help="override the listen address, e.g. 127.0.0.1:50051")
+    s.add_argument("--listen", type=_host_port, metavar="HOST:PORT",
+                   help="serve gRPC here instead of the config's `listen` (port 0: any free port)")
+    s.add_argument("--metrics-listen", type=_metrics_listen, metavar="HOST:PORT",
+                   help="serve /metrics here instead of the config's `metrics.listen`; 'off' serves none")
     s.add_argument("--engine", choices=["embedded", "opa"], help="override the policy engine")
     s.set_defaults(func=_cmd_serve)
 
@@ -86,28 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pol = sub.add_parser("policy", help="policy authoring tools")
     psub = pol.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
-    t = psub.add_parser("test", help="run the Rego unit tests with OPA and the embedded engine",
-                        description="Run the Rego unit tests of the policy directory with `opa test` and/or "
-                                    "through the embedded engine (rego-cpp). Exit 0 when every test passes.")
-    t.add_argument("--rego", default="rego", help="policy directory (default rego)")
-    t.add_argument("--coverage", action="store_true", help="report coverage and enforce --threshold")
-    t.add_argument("--threshold", type=float, default=95.0, help="minimum coverage percent (default 95)")
-    t.add_argument("--opa", help="path to the opa binary (default: $OPA_BIN, PATH, .cache/opa/bin/opa)")
-    t.add_argument("--verbose", action="store_true", help="list every test")
-    t.set_defaults(func=_cmd_policy_test)
-    from enforcer.policy_cli import add_replay_parser, add_test_engine_option
+    from enforcer.policy_cli import add_policy_parsers
 
-    add_test_engine_option(t)
-    add_replay_parser(psub)
-    from enforcer.policy_build_cli import add_build_parser
-
-    add_build_parser(psub)
+    add_policy_parsers(psub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except AeclError as e:

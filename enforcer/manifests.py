@@ -7,11 +7,15 @@ amount) come only from here, never from the agent's request.
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
@@ -26,6 +30,7 @@ NAME_RE = re.compile(rf"\A{_NAME}\Z")
 # tests/test_manifests.py checks that a trailing newline is refused.
 Name = Annotated[str, Field(pattern=rf"^{_NAME}\z")]
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -72,6 +77,27 @@ class ToolSpec(_Strict):
     # This tool's own sandbox settings (extra read-only binds, scratch size);
     # bind paths are checked at load like the profile's.
     sandbox: SandboxOverrides | None = None
+    # JSON Schema (Draft 2020-12) of the call's args. Checked at load
+    # (check_args_schema), then every call's args are validated against it
+    # before the policy (enforcer/pipeline/validate.py). None: not checked.
+    args_schema: dict[str, Any] | None = None
+    _args_validator: Draft202012Validator | None = PrivateAttr(default=None)
+
+    @field_validator("args_schema")
+    @classmethod
+    def _args_schema_is_strict(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            check_args_schema(v)
+        return v
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.args_schema is not None:
+            self._args_validator = Draft202012Validator(self.args_schema)
+
+    @property
+    def args_validator(self) -> Draft202012Validator | None:
+        """The compiled args_schema (built once, at load)."""
+        return self._args_validator
 
     @model_validator(mode="after")
     def _path_args_are_distinct(self) -> ToolSpec:
@@ -83,6 +109,106 @@ class ToolSpec(_Strict):
         if self.amount_arg is not None and self.amount_arg in seen:
             raise ValueError(f"path_args: '{self.amount_arg}' cannot be both an amount and a path")
         return self
+
+
+# Draft 2020-12 keywords an args schema may use. Anything else is refused at
+# load: the draft ignores unknown keywords, so a typo ("require", "maxlength")
+# would otherwise silently accept every call.
+_SCHEMA_KEYWORDS = frozenset({
+    "$schema", "$id", "$ref", "$comment", "$defs",
+    "type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+    "maxProperties", "minProperties", "required", "dependentRequired",
+    "prefixItems", "items", "contains", "additionalProperties", "properties", "patternProperties",
+    "dependentSchemas", "propertyNames", "if", "then", "else", "allOf", "anyOf", "oneOf", "not",
+    "unevaluatedItems", "unevaluatedProperties",
+    "title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples", "format",
+    "contentEncoding", "contentMediaType", "contentSchema",
+})
+_ONE_SCHEMA = ("additionalProperties", "propertyNames", "items", "contains", "if", "then", "else", "not",
+               "unevaluatedItems", "unevaluatedProperties", "contentSchema")
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
+
+
+def check_args_schema(schema: dict[str, Any]) -> None:
+    """Refuse an args schema that is not a strict, self-contained Draft
+    2020-12 schema of a JSON object. Raises ValueError naming the location
+    (e.g. `properties.amount.type`)."""
+    _json_only(schema, "")
+    declared = schema.get("$schema")
+    if declared is not None and declared != Draft202012Validator.META_SCHEMA["$schema"]:
+        raise ValueError(f"$schema: must be {Draft202012Validator.META_SCHEMA['$schema']} (Draft 2020-12) or unset")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        where = _dotted(e.path)
+        raise ValueError(f"{where + ': ' if where else ''}not a valid Draft 2020-12 schema: {e.message}") from None
+    if schema.get("type") != "object":
+        raise ValueError("type: must be 'object' (call.args is a JSON object)")
+    _walk(schema, schema, "")
+
+
+def _json_only(value: Any, where: str) -> None:
+    """Plain JSON only: YAML can also produce dates, non-string keys and .inf."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where or '<schema>'}: key {k!r} is not a string")
+            _json_only(v, f"{where}.{k}" if where else k)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _json_only(v, f"{where}[{i}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: numbers must be finite")
+    elif value is not None and not isinstance(value, (str, int, bool)):
+        raise ValueError(f"{where}: {type(value).__name__} is not a JSON value (quote it)")
+
+
+def _walk(node: Any, root: dict[str, Any], where: str) -> None:
+    if isinstance(node, bool):
+        return
+    for key, value in node.items():
+        at = f"{where}.{key}" if where else key
+        if key not in _SCHEMA_KEYWORDS:
+            raise ValueError(f"{at}: unknown keyword (Draft 2020-12 keywords only; a typo would match anything)")
+        if key == "$id" and where:
+            raise ValueError(f"{at}: only the root may have an $id")
+        if key == "$ref":
+            _check_ref(value, root, at)
+        elif key in _ONE_SCHEMA:
+            _walk(value, root, at)
+        elif key in _SCHEMA_MAPS:
+            for name, sub in value.items():
+                _walk(sub, root, f"{at}.{name}")
+        elif key in _SCHEMA_LISTS:
+            for i, sub in enumerate(value):
+                _walk(sub, root, f"{at}[{i}]")
+
+
+def _check_ref(ref: str, root: dict[str, Any], at: str) -> None:
+    """Only a JSON pointer into this schema ("#/$defs/money"), and it must resolve."""
+    if ref != "#" and not ref.startswith("#/"):
+        raise ValueError(f"{at}: only a reference within this schema ('#/...') is allowed, not {ref!r}")
+    target: Any = root
+    for part in ref[2:].split("/") if ref != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            raise ValueError(f"{at}: {ref!r} does not resolve within this schema")
+    if not isinstance(target, (dict, bool)):
+        raise ValueError(f"{at}: {ref!r} does not point to a schema")
+
+
+def _dotted(path: Any) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 class ToolRegistry(_Strict):
@@ -131,6 +257,10 @@ def load_registry(path: Path) -> ToolRegistry:
     if isinstance(raw, dict) and isinstance(raw.get("tools_dir"), str):
         raw["tools_dir"] = (path.parent / raw["tools_dir"]).resolve()
     try:
-        return ToolRegistry.model_validate(raw)
+        registry = ToolRegistry.model_validate(raw)
     except ValidationError as e:
         raise describe_validation_error(path, e) from e
+    unchecked = sorted(name for name, tool in registry.tools.items() if tool.args_schema is None)
+    if unchecked:
+        log.warning("%s: no args_schema for %s: their arguments are not checked", path, ", ".join(unchecked))
+    return registry

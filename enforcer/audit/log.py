@@ -179,6 +179,7 @@ class AuditLog:
         self.on_failure: Callable[[AuditError], None] | None = None
         self.on_recover: Callable[[], None] | None = None
         self._recoverable = False
+        self._recover_at = 0.0
         self._closed = False
         self._submit_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
@@ -382,6 +383,7 @@ class AuditLog:
             except OSError as e:
                 log.critical("%s: cannot cut the failed batch back to offset %d: %s", self.path, start, e)
         self._recoverable = cut and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        self._recover_at = time.monotonic() + RECOVERY_INTERVAL_S  # not at once: give the disk a moment
         then = ("retrying once space is freed" if self._recoverable
                 else "restart the service once the cause is fixed (run `aecl verify` first)")
         self._poison(AuditUnavailable(f"{self.path}: audit write failed, refusing further appends ({then}): {error}"))
@@ -390,7 +392,7 @@ class AuditLog:
     def _try_recover(self) -> None:
         """After a full disk: append a checkpoint as the probe. If it is
         written, appends resume; if not, the log stays refusing."""
-        if not self._recoverable or self._failure is None:
+        if not self._recoverable or self._failure is None or time.monotonic() < self._recover_at:
             return
         with self._submit_lock:
             failure, self._failure = self._failure, None

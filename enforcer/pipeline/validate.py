@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from jsonschema.exceptions import ValidationError as SchemaViolation, best_match
+
 from enforcer.config import LimitsConfig
 from enforcer.errors import InvalidRequest
 from enforcer.manifests import NAME_RE, ToolRegistry, ToolSpec
@@ -55,6 +57,7 @@ def validate_call(req: CallRequest, registry: ToolRegistry, limits: LimitsConfig
             "context.triggering_input", f"longer than {limits.max_triggering_input_bytes} bytes"
         )
     validate_declared_args(req.args, spec)
+    validate_args_schema(req.args, spec)
     return spec
 
 
@@ -63,8 +66,9 @@ def validate_declared_args(args: dict[str, Any], spec: ToolSpec) -> None:
 
     An amount is never negative: a transfer of a negative amount is a reversed
     transfer, which must be its own tool. An amount that is missing or not a
-    number is left to the policy, which counts it as large (rego/aecl/risk.rego;
-    tests/policy/test_engines.py checks both engines). A path is a string.
+    number is left to the policy (unless the tool's args_schema refuses it),
+    which counts it as large (rego/aecl/risk.rego; tests/policy/test_engines.py
+    checks both engines). A path is a string.
     """
     if spec.amount_arg is not None:
         amount = args.get(spec.amount_arg)
@@ -74,6 +78,74 @@ def validate_declared_args(args: dict[str, Any], spec: ToolSpec) -> None:
         if name in args and not isinstance(args[name], str):
             raise InvalidRequest(f"call.args.{name}", f"must be a string (the registry declares it a path), "
                                  f"not {_kind(args[name])}")
+
+
+def validate_args_schema(args: dict[str, Any], spec: ToolSpec) -> None:
+    """The args match the registry's JSON Schema for the tool, or the call is
+    refused naming the JSON path of the bad field and what is wrong with it,
+    e.g. `call.args.invoice_id: is required`, `call.args.amount: must be a
+    number`. The message never repeats the caller's value (it is logged in
+    the payload already, and may be large)."""
+    validator = spec.args_validator
+    if validator is None:
+        return
+    error = best_match(validator.iter_errors(args))
+    if error is None:
+        return
+    path = "call.args" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    raise InvalidRequest(*_violation(path, error))
+
+
+_TYPE_NAMES = {"number": "a number", "integer": "an integer", "string": "a string", "boolean": "a boolean",
+               "object": "an object", "array": "a list", "null": "null"}
+
+
+def _violation(path: str, e: SchemaViolation) -> tuple[str, str]:
+    """(field, message) for one schema violation, in the proto's terms."""
+    kw, want, got = e.validator, e.validator_value, e.instance
+    if kw == "required":
+        missing = next((name for name in want if isinstance(got, dict) and name not in got), None)
+        return (f"{path}.{missing}" if missing else path), "is required"
+    if kw in ("additionalProperties", "unevaluatedProperties") and isinstance(got, dict):
+        known = set(e.schema.get("properties", {}))
+        patterns = list(e.schema.get("patternProperties", {}))
+        extra = sorted(k for k in got if k not in known and not any(re.search(p, k) for p in patterns))
+        if extra:
+            return f"{path}.{extra[0]}", "is not an argument of this tool"
+        return path, "has an argument this tool does not take"
+    if kw == "type":
+        kinds = [want] if isinstance(want, str) else list(want)
+        return path, "must be " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds) + f", not {_kind(got)}"
+    if kw == "enum":
+        return path, "must be one of " + ", ".join(_short(v) for v in want)
+    if kw == "const":
+        return path, f"must be {_short(want)}"
+    bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    if kw in bounds:
+        return path, f"must be {bounds[kw]} {want}"
+    sizes = {"minLength": ("at least", "character"), "maxLength": ("at most", "character"),
+             "minItems": ("at least", "item"), "maxItems": ("at most", "item"),
+             "minProperties": ("at least", "field"), "maxProperties": ("at most", "field")}
+    if kw in sizes:
+        bound, unit = sizes[kw]
+        return path, f"must have {bound} {want} {unit}{'' if want == 1 else 's'}"
+    if kw == "pattern":
+        return path, f"must match {want}"
+    if kw == "multipleOf":
+        return path, f"must be a multiple of {want}"
+    if kw == "uniqueItems":
+        return path, "must not repeat an item"
+    if kw in ("anyOf", "oneOf"):
+        return path, f"must match {'exactly one' if kw == 'oneOf' else 'at least one'} of the schemas the registry allows"
+    if kw == "not":
+        return path, "matches a schema the registry forbids"
+    return path, f"does not match the tool's args_schema ({kw})"
+
+
+def _short(value: Any) -> str:
+    """An operator's schema value, quoted briefly."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _kind(value: Any) -> str:

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
-from enforcer.audit.keys import load_signing_key
+from enforcer.audit.keys import PUBLIC_NAME, load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig
 from enforcer.errors import AeclError, ConfigError
@@ -97,13 +97,22 @@ def build_components(
     return Components(policy, pipeline, audit, store, sandbox, reloader)
 
 
+def change_hint(key: str, flag: str, config_path: Path | None) -> str:
+    """How an operator changes a listen address: the config key or the flag."""
+    where = f"`{key}` in {config_path}" if config_path is not None else f"`{key}` in the config file"
+    make = " (make run LISTEN=HOST:PORT)" if flag == "--listen" else ""
+    return f"change {where}, or pass `aecl serve {flag} HOST:PORT`{make}"
+
+
 def create_server(
     components: Components,
     config: ServiceConfig,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    *, config_path: Path | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """The interceptor list is the seam for authentication (task tokens,
-    mTLS identity) without touching the service."""
+    mTLS identity) without touching the service. Returns the server and the
+    port it bound (the one asked for, or the one chosen for port 0)."""
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=[
@@ -126,7 +135,8 @@ def create_server(
     except RuntimeError:  # grpcio reports a failed bind this way
         port = 0
     if port == 0:
-        raise ConfigError(f"listen: cannot listen on {config.listen} (in use, or not an address of this host)")
+        raise ConfigError(f"listen: cannot listen on {config.listen} (in use, or not an address of this host): "
+                          f"{change_hint('listen', '--listen', config_path)}")
     server._aecl_health = health_servicer  # type: ignore[attr-defined]
     return server, port
 
@@ -134,6 +144,22 @@ def create_server(
 def config_digest(config: ServiceConfig) -> str:
     """sha256 of the validated configuration, as the service runs it."""
     return "sha256:" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+
+
+def banner(config: ServiceConfig, address: str, metrics_url: str | None, components: Components,
+           config_path: Path | None) -> str:
+    """The start-up banner: every address as bound, and where the log is."""
+    pub = config.audit.signing_key.with_name(PUBLIC_NAME)
+    lines = [
+        f"AECL serving on {address} (gRPC, plaintext)",
+        f"  config:  {config_path if config_path is not None else '(built in code)'}",
+        f"  engine:  {components.engine.name}, policy {components.engine.revision}",
+        f"  audit:   {config.audit.path}",
+        f"  metrics: {metrics_url or 'off'}",
+    ]
+    if pub.is_file():
+        lines.append(f"  verify:  aecl verify --log {config.audit.path} --pubkey {pub}")
+    return "\n".join(lines)
 
 
 async def serve(
@@ -144,13 +170,18 @@ async def serve(
     try:
         # Every listener is bound before any serves, so a busy port is one
         # clear error and nothing half-started is left behind.
+        metrics_url = None
         if config.metrics.listen and components.pipeline.metrics is not None:
             try:
                 mport = components.pipeline.metrics.serve(config.metrics.listen)
             except (OSError, ValueError) as e:
-                raise ConfigError(f"metrics.listen: cannot serve metrics on {config.metrics.listen}: {e}") from None
-            log.info("Prometheus metrics on http://%s:%d/metrics", config.metrics.listen.rpartition(":")[0], mport)
-        server, port = create_server(components, config)
+                raise ConfigError(f"metrics.listen: cannot serve metrics on {config.metrics.listen}: {e}: "
+                                  f"{change_hint('metrics.listen', '--metrics-listen', config_path)} "
+                                  "(or remove `metrics.listen`, or pass --metrics-listen off, "
+                                  "to serve no metrics)") from None
+            metrics_url = f"http://{config.metrics.listen.rpartition(':')[0] or '127.0.0.1'}:{mport}/metrics"
+            log.info("Prometheus metrics on %s", metrics_url)
+        server, port = create_server(components, config, config_path=config_path)
     except ConfigError:
         components.close()
         raise
@@ -178,6 +209,8 @@ async def serve(
         "AECL serving on %s:%d (engine %s, policy %s, audit %s)",
         host, port, components.engine.name, components.engine.revision, config.audit.path,
     )
+    # What is actually served, on stdout for the operator (make run shows it).
+    print(banner(config, f"{host}:{port}", metrics_url, components, config_path), flush=True)
     # A restart leaves a trace: what started, with which configuration and policy.
     digest = config_digest(config)
     await components.pipeline.log_service("start", config_digest=digest, listen=f"{host}:{port}")

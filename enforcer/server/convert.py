@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer.config import LimitsConfig
 from enforcer.errors import InvalidRequest
+from enforcer.manifests import AgentManifest, ToolSpec
 from enforcer.pipeline.request import CallRequest, DecideResult, ExecuteResult, StartTaskRequest
 from enforcer.policy.decision import Decision
 from enforcer.policy.reload import ReloadResult
@@ -27,6 +28,7 @@ _STATUSES = {
     "pending_approval": pb.EXECUTION_STATUS_PENDING_APPROVAL,
     "failed": pb.EXECUTION_STATUS_FAILED,
 }
+_ACCESS = {"read": pb.TOOL_ACCESS_READ, "write": pb.TOOL_ACCESS_WRITE}
 _MAX_SAFE_INT = 2**53 - 1  # RFC 8785 (I-JSON) safe integer range
 
 
@@ -122,3 +124,24 @@ def execute_response(r: ExecuteResult) -> pb.ExecuteResponse:
 def reload_response(r: ReloadResult) -> pb.ReloadPolicyResponse:
     return pb.ReloadPolicyResponse(applied=r.applied, old_revision=r.old_revision,
                                    new_revision=r.new_revision, message=r.message)
+
+
+def tool_message(name: str, spec: ToolSpec, context_rule: str | None) -> pb.Tool:
+    tool = pb.Tool(name=name, description=spec.description, access=_ACCESS[spec.access],
+                   context_rule=context_rule or "")
+    if spec.args_schema is not None:
+        tool.args_schema.CopyFrom(dict_to_struct(spec.args_schema))
+    return tool
+
+
+def list_tools_response(tools: list[tuple[str, ToolSpec, str | None]], revision: str) -> pb.ListToolsResponse:
+    return pb.ListToolsResponse(tools=[tool_message(*t) for t in tools], policy_revision=revision)
+
+
+def agent_permissions_response(m: AgentManifest, *, shadow: bool, revision: str) -> pb.GetAgentPermissionsResponse:
+    return pb.GetAgentPermissionsResponse(
+        agent_id=m.agent_id, allowed_actions=m.allowed_actions, blocked_actions=m.blocked_actions,
+        context_rules=m.context_rules, max_tool_calls_per_run=m.max_tool_calls_per_run,
+        auto_approve_threshold=m.auto_approve_threshold, token_ttl_seconds=m.token_ttl_seconds,
+        credential_scope=m.credential_scope, shadow=shadow, policy_revision=revision,
+    )

@@ -10,9 +10,11 @@ import grpc
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.config import LimitsConfig
-from enforcer.errors import AeclError
+from enforcer.errors import AeclError, NotFound
+from enforcer.manifests import AgentManifest, ToolRegistry, ToolSpec
 from enforcer.pipeline.pipeline import Pipeline
-from enforcer.policy.holder import PolicyHolder
+from enforcer.pipeline.validate import require_id
+from enforcer.policy.holder import ActivePolicy, PolicyHolder
 from enforcer.policy.reload import PolicyReloader
 from enforcer.server import convert
 from enforcer.server.status import abort
@@ -47,6 +49,41 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
         except AeclError as e:
             await abort(context, e)
         return convert.execute_response(result)
+
+    # -- discovery: reads of the policy in force --------------------------
+    # They decide and change nothing, so an answer is not logged: it is a
+    # function of the policy revision, whose every change is logged already
+    # (policy_reload). A refusal is logged like every other (`rejected`):
+    # probing for agent ids leaves a trace.
+
+    async def ListTools(self, request: pb.ListToolsRequest, context: grpc.aio.ServicerContext) -> pb.ListToolsResponse:
+        try:
+            active, manifest = await self._agent("ListTools", request.agent_id)
+        except AeclError as e:
+            await abort(context, e)
+        return convert.list_tools_response(visible_tools(manifest, active.registry), active.revision)
+
+    async def GetAgentPermissions(self, request: pb.GetAgentPermissionsRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetAgentPermissionsResponse:
+        try:
+            active, manifest = await self._agent("GetAgentPermissions", request.agent_id)
+        except AeclError as e:
+            await abort(context, e)
+        return convert.agent_permissions_response(manifest, shadow=active.is_shadow(manifest.agent_id),
+                                                  revision=active.revision)
+
+    async def _agent(self, rpc: str, agent_id: str) -> tuple[ActivePolicy, AgentManifest]:
+        """The policy in force (read once) and the agent's manifest in it."""
+        active = self.pipeline.policy.current
+        try:
+            require_id("agent_id", agent_id)
+            manifest = active.agents.get(agent_id)
+            if manifest is None:
+                raise NotFound(f"agent_id: no manifest for agent '{agent_id}'")
+        except AeclError as e:
+            await self.pipeline.log_invalid(rpc, e, {"agent_id": agent_id})
+            raise
+        return active, manifest
 
     async def undecodable(self, rpc: str, error: AeclError, context: grpc.aio.ServicerContext, size: int) -> None:
         """A request that does not even parse: logged (nothing of it can be
@@ -89,6 +126,16 @@ class AdminService(pb_grpc.AdminServiceServicer):
             resp.last_reload.CopyFrom(convert.reload_response(last))
             resp.last_reload_at.CopyFrom(convert.timestamp(last.at))
         return resp
+
+
+def visible_tools(manifest: AgentManifest, registry: ToolRegistry) -> list[tuple[str, ToolSpec, str | None]]:
+    """(name, spec, context rule) of each registered tool the manifest allows
+    or governs by a context rule and does not block, sorted by name. A name
+    on the manifest that is not in the registry cannot be called: left out."""
+    blocked = set(manifest.blocked_actions)
+    names = (set(manifest.allowed_actions) | set(manifest.context_rules)) - blocked
+    return [(name, registry.tools[name], manifest.context_rules.get(name))
+            for name in sorted(names) if name in registry.tools]
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

@@ -170,31 +170,59 @@ def test_open_files_and_processes_rlimits_are_set(runner):
     assert out["RLIMIT_CORE"] == [0, 0]
 
 
+async def longest_stall(work):
+    """(result of `work`, longest time the event loop went without running
+    other tasks while it ran): a ticker wakes every 10 ms, and the stall is
+    the widest gap between its beats, counting the stretch from the start to
+    the first beat and from the last beat to the end. A run shorter than one
+    tick (or one that blocks the loop throughout) still measures: there is no
+    empty list of gaps, and no stall at either end goes unseen."""
+    beats = [time.monotonic()]
+
+    async def ticker():
+        while True:
+            await asyncio.sleep(0.01)
+            beats.append(time.monotonic())
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        result = await work
+    finally:
+        beats.append(time.monotonic())
+        t.cancel()
+    return result, max(b - a for a, b in zip(beats, beats[1:]))
+
+
+def test_the_stall_probe_sees_a_stall_spanning_a_whole_short_run():
+    """The probe below once failed with `max() arg is an empty sequence`: it
+    only timed gaps between two beats, and a run ending before the second
+    beat (a fast run, or the loop blocked throughout) left none."""
+    async def blocks_the_loop():
+        time.sleep(0.05)  # never yields: no beat can happen during the run
+        return "done"
+
+    async def yields_quickly():
+        await asyncio.sleep(0)
+        return "done"
+
+    result, stall = asyncio.run(longest_stall(blocks_the_loop()))
+    assert result == "done" and stall >= 0.05
+    result, stall = asyncio.run(longest_stall(yields_quickly()))
+    assert result == "done" and 0 <= stall < 0.5
+
+
 def test_a_gigabyte_to_stdout_is_truncated_while_the_runner_stays_responsive():
     runner = make_runner(max_output_bytes=1 << 20)
 
     async def scenario():
-        gaps = []
-
-        async def ticker():
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        t = asyncio.ensure_future(ticker())
         started = time.monotonic()
-        r = await runner.run(PY + ["""
+        r, worst_gap = await longest_stall(runner.run(PY + ["""
 import os
 block = b"x" * (1 << 20)
 for _ in range(1024):
     os.write(1, block)
-"""], b"", 60, None)
-        elapsed = time.monotonic() - started
-        t.cancel()
-        return r, elapsed, max(gaps)
+"""], b"", 60, None))
+        return r, time.monotonic() - started, worst_gap
 
     r, elapsed, worst_gap = asyncio.run(scenario())
     assert r.output_truncated and len(r.stdout) == 1 << 20

@@ -145,6 +145,9 @@ def test_tool_failure_is_reported_as_failed(service):
         (lambda r: r.call.args.update({"blob": "x" * 70_000}), "call.args"),
         (lambda r: setattr(r.context, "triggering_input", "y" * 20_000), "context.triggering_input"),
         (lambda r: setattr(r, "agent_id", "bad agent id!"), "agent_id"),
+        # The registry's args_schema (examples/tools.yaml), before the policy.
+        (lambda r: r.call.args.Clear(), "call.args.invoice_id"),
+        (lambda r: r.call.args.update({"invoice_id": 1001}), "call.args.invoice_id"),
     ],
 )
 @pytest.mark.parametrize("rpc", ["Decide", "Execute"])
@@ -160,6 +163,29 @@ def test_bad_input_is_invalid_argument_naming_the_field_and_logged(service, rpc,
     new = [json.loads(l)["record"] for l in service.log_lines()[before:]]
     assert [r["kind"] for r in new] == ["rejected"]
     assert new[0]["outcome"] == "rejected" and field in new[0]["reason"]
+
+
+def test_args_that_do_not_match_the_tools_schema_never_reach_the_policy_or_the_sandbox(service):
+    """The issue: read_invoice without invoice_id was approved, ran and failed."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    task = start(service)
+    before = len(service.log_lines())
+    for args, message in (({}, "call.args.invoice_id: is required"),
+                          ({"invoice_id": ["INV-1001"]}, "call.args.invoice_id: must be a string, not a list")):
+        with pytest.raises(grpc.RpcError) as err:
+            execute(service, task, "read_invoice", args)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details() == message
+        bad = error_details_pb2.BadRequest()
+        assert rpc_status.from_call(err.value).details[1].Unpack(bad)
+        assert bad.field_violations[0].field == "call.args.invoice_id"
+    new = [json.loads(l)["record"] for l in service.log_lines()[before:]]
+    assert [r["kind"] for r in new] == ["rejected", "rejected"]  # no decision, no execution
+    assert [r["action_name"] for r in new] == ["read_invoice", "read_invoice"]
+    with pytest.raises(grpc.RpcError) as err:
+        execute(service, task, "transfer_funds", {"amount": "100000", "to_account": "X"})
+    assert err.value.details() == "call.args.amount: must be a number, not a string"
 
 
 def test_args_nested_deeper_than_the_limit_are_refused(service):
@@ -178,7 +204,7 @@ def test_args_nested_deeper_than_the_limit_are_refused(service):
 def test_unknown_task_is_not_found_and_logged(service):
     before = len(service.log_lines())
     with pytest.raises(grpc.RpcError) as err:
-        decide(service, "tsk_doesnotexist", "read_invoice")
+        decide(service, "tsk_doesnotexist", "read_invoice", {"invoice_id": "INV-1001"})
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert json.loads(service.log_lines()[before])["record"]["kind"] == "rejected"
 
@@ -186,7 +212,7 @@ def test_unknown_task_is_not_found_and_logged(service):
 def test_task_of_another_agent_is_permission_denied(service):
     task = start(service)
     with pytest.raises(grpc.RpcError) as err:
-        decide(service, task, "read_invoice", agent="other_agent")
+        decide(service, task, "read_invoice", {"invoice_id": "INV-1001"}, agent="other_agent")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

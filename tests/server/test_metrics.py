@@ -28,7 +28,7 @@ def test_actions_are_counted_by_agent_kind_and_outcome(tmp_path):
         decide(svc, task, "delete_record", {"record_id": "r"})
         execute(svc, task, "read_invoice", {"invoice_id": "INV-1001"})
         rogue = start(svc, agent="made_up_agent_1")
-        decide(svc, rogue, "read_invoice", agent="made_up_agent_1")
+        decide(svc, rogue, "read_invoice", {"invoice_id": "INV-1001"}, agent="made_up_agent_1")
         m = scrape(port)
         assert m['aecl_actions_total{agent="finance_agent_v2",kind="decision",outcome="block"}'] == 2
         assert m['aecl_actions_total{agent="finance_agent_v2",kind="decision",outcome="approve"}'] == 2

@@ -4,6 +4,8 @@ answers as the generated client."""
 
 from __future__ import annotations
 
+import grpc
+import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -34,7 +36,8 @@ def test_reflection_lists_the_services(service):
     client = ReflectionClient(service.channel)
     names = set(client.db.get_services())
     assert {SERVICE, "grpc.health.v1.Health"} <= names
-    assert [m.name for m in client.service.methods] == ["StartTask", "Decide", "Execute"]
+    assert [m.name for m in client.service.methods] == [
+        "StartTask", "Decide", "Execute", "ListTools", "GetAgentPermissions"]
 
 
 def test_reflection_client_gets_the_acceptance_answers(service):
@@ -56,7 +59,7 @@ def test_reflection_client_gets_the_acceptance_answers(service):
     r = call("Execute", "transfer_funds", big, untrusted=True)
     assert r["status"] == "EXECUTION_STATUS_PENDING_APPROVAL" and r["approval_id"] and "sandbox_id" not in r
     ghost_task = c.call("StartTask", {"agent_id": "ghost", "declared_goal": "x"})["task_id"]
-    d = call("Decide", "read_invoice", {}, agent="ghost", task=ghost_task)["decision"]
+    d = call("Decide", "read_invoice", {"invoice_id": "INV-1001"}, agent="ghost", task=ghost_task)["decision"]
     assert d["outcome"] == "OUTCOME_BLOCK" and "unknown agent" in d["reason"]
     scoped = c.call("StartTask", {"agent_id": agent, "declared_goal": "review", "declared_actions": ["read_invoice"]})
     d = call("Decide", "generate_payment_report", {"vendor_id": "V-17"}, task=scoped["task_id"])["decision"]
@@ -65,3 +68,32 @@ def test_reflection_client_gets_the_acceptance_answers(service):
     for _ in range(50):
         assert call("Execute", "read_invoice", {"invoice_id": "INV-1001"}, task=budget)["status"] == "EXECUTION_STATUS_SUCCEEDED"
     assert call("Execute", "read_invoice", {"invoice_id": "INV-1001"}, task=budget)["status"] == "EXECUTION_STATUS_BLOCKED"
+
+
+def test_reflection_client_discovers_tools_and_permissions(service):
+    """Knowing only the served descriptors, a client learns what it may call
+    and the JSON Schema of each call's args, then makes a call that passes."""
+    c = ReflectionClient(service.channel)
+    agent = "finance_agent_v2"
+    tools = {t["name"]: t for t in c.call("ListTools", {"agent_id": agent})["tools"]}
+    assert sorted(tools) == ["generate_payment_report", "read_invoice", "read_vendor_profile", "transfer_funds"]
+    invoice = tools["read_invoice"]
+    assert invoice["access"] == "TOOL_ACCESS_READ" and invoice["description"] == "Read one invoice by id."
+    assert invoice["args_schema"]["required"] == ["invoice_id"]
+    assert invoice["args_schema"]["properties"]["invoice_id"]["type"] == "string"
+    assert tools["transfer_funds"]["context_rule"] == "requires_human_approval"
+    assert tools["transfer_funds"]["access"] == "TOOL_ACCESS_WRITE"
+
+    perms = c.call("GetAgentPermissions", {"agent_id": agent})
+    assert perms["blocked_actions"] == ["delete_record", "modify_iam_policy", "bulk_export"]
+    assert perms["context_rules"] == {"transfer_funds": "requires_human_approval"}
+    assert perms["max_tool_calls_per_run"] == "50" and perms["auto_approve_threshold"] == 0.6  # int64: a string
+
+    task = c.call("StartTask", {"agent_id": agent, "declared_goal": "read invoices"})["task_id"]
+    args = {name: "INV-1001" for name in invoice["args_schema"]["required"]}
+    r = c.call("Execute", {"task_id": task, "agent_id": agent, "call": {"name": "read_invoice", "args": args}})
+    assert r["status"] == "EXECUTION_STATUS_SUCCEEDED" and r["output"]["invoice_id"] == "INV-1001"
+
+    with pytest.raises(grpc.RpcError) as err:
+        c.call("ListTools", {"agent_id": "ghost_agent"})
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND

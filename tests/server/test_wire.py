@@ -47,7 +47,7 @@ def rejected_after(service, before: int) -> list[dict]:
             if json.loads(line)["record"]["kind"] == "rejected"]
 
 
-@pytest.mark.parametrize("method", ["StartTask", "Decide", "Execute"])
+@pytest.mark.parametrize("method", ["StartTask", "Decide", "Execute", "ListTools", "GetAgentPermissions"])
 def test_invalid_utf8_in_a_string_field_is_invalid_argument_and_logged(service, method):
     cls = getattr(pb, f"{method}Request")
     raw = cls(agent_id="AAAA").SerializeToString().replace(b"AAAA", b"\xff\xfe\xfd\xfc")
@@ -79,3 +79,14 @@ def test_a_struct_nested_past_the_parsers_limit_is_invalid_argument_and_logged(s
 def test_a_well_formed_request_still_reaches_the_pipeline(service):
     r = service.stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read invoices"))
     assert r.task_id.startswith("tsk_")
+
+
+def test_every_method_of_the_service_is_decoded_by_aecl():
+    """A method missing from wire.METHODS would answer UNIMPLEMENTED; one with
+    the wrong types would misparse."""
+    from enforcer.server.wire import METHODS, SERVICE
+
+    service = pb.DESCRIPTOR.services_by_name["EnforcerService"]
+    assert service.full_name == SERVICE
+    assert {m.name: (m.input_type.full_name, m.output_type.full_name) for m in service.methods} == {
+        rpc: (req.DESCRIPTOR.full_name, resp.DESCRIPTOR.full_name) for rpc, (req, resp) in METHODS.items()}

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x65\x63l/v1/enforcer.proto\x12\x07\x61\x65\x63l.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x10StartTaskRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rdeclared_goal\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x63lared_actions\x18\x03 \x03(\t\x12\x12\n\ncredential\x18\x04 \x01(\t\"c\n\x11StartTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x08ToolCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"G\n\x0b\x43\x61llContext\x12\x1e\n\x16untrusted_input_source\x18\x01 \x01(\x08\x12\x18\n\x10triggering_input\x18\x02 \x01(\t\"\xcb\x02\n\x08\x44\x65\x63ision\x12!\n\x07outcome\x18\x01 \x01(\x0e\x32\x10.aecl.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrisk_score\x18\x03 \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x0c\n\x04gate\x18\x06 \x01(\t\x12\x12\n\nrisk_flags\x18\x07 \x03(\t\x12\x1c\n\x14\x61pproval_ttl_seconds\x18\x08 \x01(\x03\x12\x0c\n\x04rule\x18\t \x01(\t\x12\x38\n\x0crisk_weights\x18\n \x03(\x0b\x32\".aecl.v1.Decision.RiskWeightsEntry\x12\x0e\n\x06shadow\x18\x0b \x01(\x08\x1a\x32\n\x10RiskWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"z\n\rDecideRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1f\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x11.aecl.v1.ToolCall\x12%\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x14.aecl.v1.CallContext\"G\n\x0e\x44\x65\x63ideResponse\x12#\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x11.aecl.v1.Decision\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x94\x01\n\x0e\x45xecuteRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1f\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x11.aecl.v1.ToolCall\x12%\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x14.aecl.v1.CallContext\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xed\x01\n\x0f\x45xecuteResponse\x12#\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x11.aecl.v1.Decision\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aecl.v1.ExecutionStatus\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nsandbox_id\x18\x07 \x01(\t\x12\x18\n\x10output_truncated\x18\x08 \x01(\x08\"\x15\n\x13ReloadPolicyRequest\"d\n\x14ReloadPolicyResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x14\n\x0cold_revision\x18\x02 \x01(\t\x12\x14\n\x0cnew_revision\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x18\n\x16GetPolicyStatusRequest\"\xd5\x01\n\x17GetPolicyStatusResponse\x12\x17\n\x0fpolicy_revision\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x12\n\nshadow_all\x18\x03 \x01(\x08\x12\x15\n\rshadow_agents\x18\x04 \x03(\t\x12\x32\n\x0blast_reload\x18\x05 \x01(\x0b\x32\x1d.aecl.v1.ReloadPolicyResponse\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_APPROVE\x10\x01\x12\x11\n\rOUTCOME_BLOCK\x10\x02\x12\x14\n\x10OUTCOME_ESCALATE\x10\x03*\xb5\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_BLOCKED\x10\x02\x12%\n!EXECUTION_STATUS_PENDING_APPROVAL\x10\x03\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x04\x32\xce\x01\n\x0f\x45nforcerService\x12\x42\n\tStartTask\x12\x19.aecl.v1.StartTaskRequest\x1a\x1a.aecl.v1.StartTaskResponse\x12\x39\n\x06\x44\x65\x63ide\x12\x16.aecl.v1.DecideRequest\x1a\x17.aecl.v1.DecideResponse\x12<\n\x07\x45xecute\x12\x17.aecl.v1.ExecuteRequest\x1a\x18.aecl.v1.ExecuteResponse2\xb1\x01\n\x0c\x41\x64minService\x12K\n\x0cReloadPolicy\x12\x1c.aecl.v1.ReloadPolicyRequest\x1a\x1d.aecl.v1.ReloadPolicyResponse\x12T\n\x0fGetPolicyStatus\x12\x1f.aecl.v1.GetPolicyStatusRequest\x1a .aecl.v1.GetPolicyStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61\x65\x63l/v1/enforcer.proto\x12\x07\x61\x65\x63l.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x10StartTaskRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rdeclared_goal\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65\x63lared_actions\x18\x03 \x03(\t\x12\x12\n\ncredential\x18\x04 \x01(\t\"c\n\x11StartTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x08ToolCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"G\n\x0b\x43\x61llContext\x12\x1e\n\x16untrusted_input_source\x18\x01 \x01(\x08\x12\x18\n\x10triggering_input\x18\x02 \x01(\t\"\xcb\x02\n\x08\x44\x65\x63ision\x12!\n\x07outcome\x18\x01 \x01(\x0e\x32\x10.aecl.v1.Outcome\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrisk_score\x18\x03 \x01(\x01\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x0c\n\x04gate\x18\x06 \x01(\t\x12\x12\n\nrisk_flags\x18\x07 \x03(\t\x12\x1c\n\x14\x61pproval_ttl_seconds\x18\x08 \x01(\x03\x12\x0c\n\x04rule\x18\t \x01(\t\x12\x38\n\x0crisk_weights\x18\n \x03(\x0b\x32\".aecl.v1.Decision.RiskWeightsEntry\x12\x0e\n\x06shadow\x18\x0b \x01(\x08\x1a\x32\n\x10RiskWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"z\n\rDecideRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1f\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x11.aecl.v1.ToolCall\x12%\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x14.aecl.v1.CallContext\"G\n\x0e\x44\x65\x63ideResponse\x12#\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x11.aecl.v1.Decision\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x94\x01\n\x0e\x45xecuteRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x1f\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x11.aecl.v1.ToolCall\x12%\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x14.aecl.v1.CallContext\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"\xed\x01\n\x0f\x45xecuteResponse\x12#\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x11.aecl.v1.Decision\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.aecl.v1.ExecutionStatus\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x05 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x06 \x01(\t\x12\x12\n\nsandbox_id\x18\x07 \x01(\t\x12\x18\n\x10output_truncated\x18\x08 \x01(\x08\"$\n\x10ListToolsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x92\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12#\n\x06\x61\x63\x63\x65ss\x18\x03 \x01(\x0e\x32\x13.aecl.v1.ToolAccess\x12,\n\x0b\x61rgs_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x63ontext_rule\x18\x05 \x01(\t\"J\n\x11ListToolsResponse\x12\x1c\n\x05tools\x18\x01 \x03(\x0b\x32\r.aecl.v1.Tool\x12\x17\n\x0fpolicy_revision\x18\x02 \x01(\t\".\n\x1aGetAgentPermissionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\x83\x03\n\x1bGetAgentPermissionsResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61llowed_actions\x18\x02 \x03(\t\x12\x17\n\x0f\x62locked_actions\x18\x03 \x03(\t\x12M\n\rcontext_rules\x18\x04 \x03(\x0b\x32\x36.aecl.v1.GetAgentPermissionsResponse.ContextRulesEntry\x12\x1e\n\x16max_tool_calls_per_run\x18\x05 \x01(\x03\x12\x1e\n\x16\x61uto_approve_threshold\x18\x06 \x01(\x01\x12\x19\n\x11token_ttl_seconds\x18\x07 \x01(\x03\x12\x18\n\x10\x63redential_scope\x18\x08 \x03(\t\x12\x0e\n\x06shadow\x18\t \x01(\x08\x12\x17\n\x0fpolicy_revision\x18\n \x01(\t\x1a\x33\n\x11\x43ontextRulesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13ReloadPolicyRequest\"d\n\x14ReloadPolicyResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x14\n\x0cold_revision\x18\x02 \x01(\t\x12\x14\n\x0cnew_revision\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x18\n\x16GetPolicyStatusRequest\"\xd5\x01\n\x17GetPolicyStatusResponse\x12\x17\n\x0fpolicy_revision\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x12\n\nshadow_all\x18\x03 \x01(\x08\x12\x15\n\rshadow_agents\x18\x04 \x03(\t\x12\x32\n\x0blast_reload\x18\x05 \x01(\x0b\x32\x1d.aecl.v1.ReloadPolicyResponse\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*`\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_APPROVE\x10\x01\x12\x11\n\rOUTCOME_BLOCK\x10\x02\x12\x14\n\x10OUTCOME_ESCALATE\x10\x03*\xb5\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x12\x1c\n\x18\x45XECUTION_STATUS_BLOCKED\x10\x02\x12%\n!EXECUTION_STATUS_PENDING_APPROVAL\x10\x03\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x04*V\n\nToolAccess\x12\x1b\n\x17TOOL_ACCESS_UNSPECIFIED\x10\x00\x12\x14\n\x10TOOL_ACCESS_READ\x10\x01\x12\x15\n\x11TOOL_ACCESS_WRITE\x10\x02\x32\xf4\x02\n\x0f\x45nforcerService\x12\x42\n\tStartTask\x12\x19.aecl.v1.StartTaskRequest\x1a\x1a.aecl.v1.StartTaskResponse\x12\x39\n\x06\x44\x65\x63ide\x12\x16.aecl.v1.DecideRequest\x1a\x17.aecl.v1.DecideResponse\x12<\n\x07\x45xecute\x12\x17.aecl.v1.ExecuteRequest\x1a\x18.aecl.v1.ExecuteResponse\x12\x42\n\tListTools\x12\x19.aecl.v1.ListToolsRequest\x1a\x1a.aecl.v1.ListToolsResponse\x12`\n\x13GetAgentPermissions\x12#.aecl.v1.GetAgentPermissionsRequest\x1a$.aecl.v1.GetAgentPermissionsResponse2\xb1\x01\n\x0c\x41\x64minService\x12K\n\x0cReloadPolicy\x12\x1c.aecl.v1.ReloadPolicyRequest\x1a\x1d.aecl.v1.ReloadPolicyResponse\x12T\n\x0fGetPolicyStatus\x12\x1f.aecl.v1.GetPolicyStatusRequest\x1a .aecl.v1.GetPolicyStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECISION_RISKWEIGHTSENTRY']._loaded_options = None
   _globals['_DECISION_RISKWEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1733
-  _globals['_OUTCOME']._serialized_end=1829
-  _globals['_EXECUTIONSTATUS']._serialized_start=1832
-  _globals['_EXECUTIONSTATUS']._serialized_end=2013
+  _globals['_GETAGENTPERMISSIONSRESPONSE_CONTEXTRULESENTRY']._loaded_options = None
+  _globals['_GETAGENTPERMISSIONSRESPONSE_CONTEXTRULESENTRY']._serialized_options = b'8\001'
+  _globals['_OUTCOME']._serialized_start=2434
+  _globals['_OUTCOME']._serialized_end=2530
+  _globals['_EXECUTIONSTATUS']._serialized_start=2533
+  _globals['_EXECUTIONSTATUS']._serialized_end=2714
+  _globals['_TOOLACCESS']._serialized_start=2716
+  _globals['_TOOLACCESS']._serialized_end=2802
   _globals['_STARTTASKREQUEST']._serialized_start=98
   _globals['_STARTTASKREQUEST']._serialized_end=203
   _globals['_STARTTASKRESPONSE']._serialized_start=205
@@ -59,16 +63,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST']._serialized_end=1124
   _globals['_EXECUTERESPONSE']._serialized_start=1127
   _globals['_EXECUTERESPONSE']._serialized_end=1364
-  _globals['_RELOADPOLICYREQUEST']._serialized_start=1366
-  _globals['_RELOADPOLICYREQUEST']._serialized_end=1387
-  _globals['_RELOADPOLICYRESPONSE']._serialized_start=1389
-  _globals['_RELOADPOLICYRESPONSE']._serialized_end=1489
-  _globals['_GETPOLICYSTATUSREQUEST']._serialized_start=1491
-  _globals['_GETPOLICYSTATUSREQUEST']._serialized_end=1515
-  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_start=1518
-  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_end=1731
-  _globals['_ENFORCERSERVICE']._serialized_start=2016
-  _globals['_ENFORCERSERVICE']._serialized_end=2222
-  _globals['_ADMINSERVICE']._serialized_start=2225
-  _globals['_ADMINSERVICE']._serialized_end=2402
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1366
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1402
+  _globals['_TOOL']._serialized_start=1405
+  _globals['_TOOL']._serialized_end=1551
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1553
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1627
+  _globals['_GETAGENTPERMISSIONSREQUEST']._serialized_start=1629
+  _globals['_GETAGENTPERMISSIONSREQUEST']._serialized_end=1675
+  _globals['_GETAGENTPERMISSIONSRESPONSE']._serialized_start=1678
+  _globals['_GETAGENTPERMISSIONSRESPONSE']._serialized_end=2065
+  _globals['_GETAGENTPERMISSIONSRESPONSE_CONTEXTRULESENTRY']._serialized_start=2014
+  _globals['_GETAGENTPERMISSIONSRESPONSE_CONTEXTRULESENTRY']._serialized_end=2065
+  _globals['_RELOADPOLICYREQUEST']._serialized_start=2067
+  _globals['_RELOADPOLICYREQUEST']._serialized_end=2088
+  _globals['_RELOADPOLICYRESPONSE']._serialized_start=2090
+  _globals['_RELOADPOLICYRESPONSE']._serialized_end=2190
+  _globals['_GETPOLICYSTATUSREQUEST']._serialized_start=2192
+  _globals['_GETPOLICYSTATUSREQUEST']._serialized_end=2216
+  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_start=2219
+  _globals['_GETPOLICYSTATUSRESPONSE']._serialized_end=2432
+  _globals['_ENFORCERSERVICE']._serialized_start=2805
+  _globals['_ENFORCERSERVICE']._serialized_end=3177
+  _globals['_ADMINSERVICE']._serialized_start=3180
+  _globals['_ADMINSERVICE']._serialized_end=3357
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,12 @@ class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTION_STATUS_BLOCKED: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_PENDING_APPROVAL: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_FAILED: _ClassVar[ExecutionStatus]
+
+class ToolAccess(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOOL_ACCESS_UNSPECIFIED: _ClassVar[ToolAccess]
+    TOOL_ACCESS_READ: _ClassVar[ToolAccess]
+    TOOL_ACCESS_WRITE: _ClassVar[ToolAccess]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_APPROVE: Outcome
 OUTCOME_BLOCK: Outcome
@@ -34,6 +40,9 @@ EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 EXECUTION_STATUS_BLOCKED: ExecutionStatus
 EXECUTION_STATUS_PENDING_APPROVAL: ExecutionStatus
 EXECUTION_STATUS_FAILED: ExecutionStatus
+TOOL_ACCESS_UNSPECIFIED: ToolAccess
+TOOL_ACCESS_READ: ToolAccess
+TOOL_ACCESS_WRITE: ToolAccess
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential")
@@ -159,6 +168,71 @@ class ExecuteResponse(_message.Message):
     sandbox_id: str
     output_truncated: bool
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...
+
+class ListToolsRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class Tool(_message.Message):
+    __slots__ = ("name", "description", "access", "args_schema", "context_rule")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_RULE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    access: ToolAccess
+    args_schema: _struct_pb2.Struct
+    context_rule: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., access: _Optional[_Union[ToolAccess, str]] = ..., args_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., context_rule: _Optional[str] = ...) -> None: ...
+
+class ListToolsResponse(_message.Message):
+    __slots__ = ("tools", "policy_revision")
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    tools: _containers.RepeatedCompositeFieldContainer[Tool]
+    policy_revision: str
+    def __init__(self, tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., policy_revision: _Optional[str] = ...) -> None: ...
+
+class GetAgentPermissionsRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class GetAgentPermissionsResponse(_message.Message):
+    __slots__ = ("agent_id", "allowed_actions", "blocked_actions", "context_rules", "max_tool_calls_per_run", "auto_approve_threshold", "token_ttl_seconds", "credential_scope", "shadow", "policy_revision")
+    class ContextRulesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_RULES_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOOL_CALLS_PER_RUN_FIELD_NUMBER: _ClassVar[int]
+    AUTO_APPROVE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    allowed_actions: _containers.RepeatedScalarFieldContainer[str]
+    blocked_actions: _containers.RepeatedScalarFieldContainer[str]
+    context_rules: _containers.ScalarMap[str, str]
+    max_tool_calls_per_run: int
+    auto_approve_threshold: float
+    token_ttl_seconds: int
+    credential_scope: _containers.RepeatedScalarFieldContainer[str]
+    shadow: bool
+    policy_revision: str
+    def __init__(self, agent_id: _Optional[str] = ..., allowed_actions: _Optional[_Iterable[str]] = ..., blocked_actions: _Optional[_Iterable[str]] = ..., context_rules: _Optional[_Mapping[str, str]] = ..., max_tool_calls_per_run: _Optional[int] = ..., auto_approve_threshold: _Optional[float] = ..., token_ttl_seconds: _Optional[int] = ..., credential_scope: _Optional[_Iterable[str]] = ..., shadow: _Optional[bool] = ..., policy_revision: _Optional[str] = ...) -> None: ...
 
 class ReloadPolicyRequest(_message.Message):
     __slots__ = ()

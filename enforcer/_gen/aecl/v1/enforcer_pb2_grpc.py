@@ -54,6 +54,16 @@ class EnforcerServiceStub:
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=aecl_dot_v1_dot_enforcer__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.ListTools = channel.unary_unary(
+                '/aecl.v1.EnforcerService/ListTools',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.ListToolsRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.ListToolsResponse.FromString,
+                _registered_method=True)
+        self.GetAgentPermissions = channel.unary_unary(
+                '/aecl.v1.EnforcerService/GetAgentPermissions',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.FromString,
+                _registered_method=True)
 
 
 class EnforcerServiceServicer:
@@ -86,6 +96,25 @@ class EnforcerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTools(self, request, context):
+        """ListTools returns the tools an agent may call, each with the JSON Schema
+        its arguments must match: those its manifest allows or governs by a
+        context rule, never those it blocks. A read: it decides and changes
+        nothing, so only a refusal (e.g. NOT_FOUND for an agent without a
+        manifest) is logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentPermissions(self, request, context):
+        """GetAgentPermissions returns an agent's manifest as the policy sees it
+        (NOT_FOUND when it has none). A read, logged only when refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnforcerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +132,16 @@ def add_EnforcerServiceServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=aecl_dot_v1_dot_enforcer__pb2.ExecuteRequest.FromString,
                     response_serializer=aecl_dot_v1_dot_enforcer__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'ListTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTools,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.ListToolsRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'GetAgentPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentPermissions,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,6 +230,60 @@ class EnforcerService:
             '/aecl.v1.EnforcerService/Execute',
             aecl_dot_v1_dot_enforcer__pb2.ExecuteRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/ListTools',
+            aecl_dot_v1_dot_enforcer__pb2.ListToolsRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/GetAgentPermissions',
+            aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

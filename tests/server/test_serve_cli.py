@@ -1,0 +1,214 @@
+"""Operating `aecl serve` and `make run`: the service prints what it actually
+serves (addresses as bound, metrics, audit log, engine, policy revision), the
+listen addresses can be set on the command line, a busy port says how to
+change it, and `make run CONFIG=...` makes the keys that config names."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
+from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
+from tests.conftest import EXAMPLES, REPO, free_port, write_config
+
+BANNER_RE = re.compile(r"^AECL serving on (?P<host>[^\s]+):(?P<port>\d+) ")
+
+
+def read_banner(proc: subprocess.Popen, timeout: float = 60) -> dict[str, str]:
+    """The banner's lines as {"address": ..., "config": ..., "engine": ..., ...}."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    banner: dict[str, str] = {}
+    buf = b""
+    while "verify" not in banner:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sel.select(left):
+            raise AssertionError(f"no banner within {timeout} s; so far: {banner}")
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            raise AssertionError(f"the service exited (status {proc.wait()}) before its banner: {banner}")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode()
+            m = BANNER_RE.match(line)
+            if m:
+                banner["address"] = f"{m['host']}:{m['port']}"
+            elif line.startswith("  ") and ":" in line:
+                key, _, value = line.strip().partition(":")
+                banner[key] = value.strip()
+    return banner
+
+
+def stop(proc: subprocess.Popen, *, group: bool = False) -> None:
+    if proc.poll() is None:
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+            proc.wait()
+
+
+def serve(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "enforcer", "serve", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_flags_override_the_config_and_the_banner_shows_what_is_bound(tmp_path):
+    config_port, config_metrics = free_port(), free_port()
+    config = write_config(tmp_path, listen=f"127.0.0.1:{config_port}",
+                          metrics={"listen": f"127.0.0.1:{config_metrics}"})
+    proc = serve("--config", str(config), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
+    try:
+        banner = read_banner(proc)
+        host, port = banner["address"].rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) not in (0, config_port)
+        assert refused(config_port) and refused(config_metrics)  # the flags won over the config
+        with grpc.insecure_channel(banner["address"]) as channel:
+            status = pb_grpc.AdminServiceStub(channel).GetPolicyStatus(pb.GetPolicyStatusRequest(), timeout=10)
+            assert pb_grpc.EnforcerServiceStub(channel).StartTask(
+                pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10).task_id
+        assert banner["engine"] == f"embedded, policy {status.policy_revision}"
+        assert banner["config"] == str(config)
+        audit = str(tmp_path / "audit.jsonl")
+        assert banner["audit"] == audit
+        assert banner["verify"] == f"aecl verify --log {audit} --pubkey {tmp_path / 'keys' / 'audit.pub'}"
+        m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/metrics", banner["metrics"])
+        assert m and int(m[1]) != config_metrics
+        body = urllib.request.urlopen(banner["metrics"], timeout=10).read().decode()
+        assert "aecl_actions_total" in body
+    finally:
+        stop(proc)
+
+
+def test_metrics_can_be_turned_off_from_the_command_line(tmp_path):
+    config = write_config(tmp_path, metrics={"listen": f"127.0.0.1:{free_port()}"})
+    proc = serve("--config", str(config), "--listen", "127.0.0.1:0", "--metrics-listen", "off")
+    try:
+        assert read_banner(proc)["metrics"] == "off"
+    finally:
+        stop(proc)
+
+
+def _busy() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    return s
+
+
+def test_a_busy_port_says_which_key_or_flag_changes_it(tmp_path):
+    with _busy() as busy:
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, listen=f"127.0.0.1:{port}")
+        r = subprocess.run([sys.executable, "-m", "enforcer", "serve", "--config", str(config)], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"listen: cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert f"change `listen` in {config}, or pass `aecl serve --listen HOST:PORT`" in r.stderr
+    assert "make run LISTEN=HOST:PORT" in r.stderr
+
+
+def test_a_busy_metrics_port_says_which_key_or_flag_changes_it(tmp_path):
+    with _busy() as busy:
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "c")
+        r = subprocess.run([sys.executable, "-m", "enforcer", "serve", "--config", str(config),
+                            "--metrics-listen", f"127.0.0.1:{port}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"metrics.listen: cannot serve metrics on 127.0.0.1:{port}" in r.stderr
+    assert f"change `metrics.listen` in {config}, or pass `aecl serve --metrics-listen HOST:PORT`" in r.stderr
+    assert "--metrics-listen off" in r.stderr
+
+
+@pytest.mark.parametrize("flag,value", [("--listen", "50051"), ("--listen", "127.0.0.1:http"),
+                                        ("--metrics-listen", "127.0.0.1:70000")])
+def test_a_malformed_address_is_a_usage_error(flag, value):
+    r = subprocess.run([sys.executable, "-m", "enforcer", "serve", flag, value], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"argument {flag}: expected HOST:PORT" in r.stderr
+
+
+def test_an_unknown_log_level_is_a_usage_error_listing_the_levels():
+    r = subprocess.run([sys.executable, "-m", "enforcer", "--log-level", "LOUD", "serve"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "argument --log-level: unknown level 'LOUD'; choose one of DEBUG, INFO, WARNING, ERROR, CRITICAL" \
+        in r.stderr
+    ok = subprocess.run([sys.executable, "-m", "enforcer", "--log-level", "warning", "keygen", "--help"],
+                        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0  # case does not matter
+
+
+# -- make ------------------------------------------------------------------------
+
+def own_config(directory: Path) -> Path:
+    """A config whose key, log and state live beside it (relative paths), not under var/."""
+    directory.mkdir(parents=True)
+    config = {
+        "listen": f"127.0.0.1:{free_port()}",
+        "agents_dir": str(EXAMPLES / "agents"), "tool_registry": str(EXAMPLES / "tools.yaml"),
+        "policy": {"engine": "embedded", "rego_dir": str(REPO / "rego")},
+        "audit": {"path": "log/audit.jsonl", "signing_key": "secrets/k/audit.key"},
+        "state": {"sqlite_path": "log/state.db"},
+    }
+    path = directory / "aecl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_make_keys_creates_the_key_the_config_names(tmp_path):
+    config = own_config(tmp_path / "cfg")
+    r = subprocess.run(["make", "--no-print-directory", "keys", f"CONFIG={config}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    key = tmp_path / "cfg" / "secrets" / "k" / "audit.key"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600 and key.with_name("audit.pub").is_file()
+    before = key.read_bytes()
+    again = subprocess.run(["make", "--no-print-directory", "keys", f"CONFIG={config}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and key.read_bytes() == before  # never replaced
+
+
+def test_make_run_serves_another_config_on_the_address_given(tmp_path):
+    config = own_config(tmp_path / "cfg")
+    configured = int(yaml.safe_load(config.read_text())["listen"].rsplit(":", 1)[1])
+    proc = subprocess.Popen(["make", "--no-print-directory", "run", f"CONFIG={config}", "LISTEN=127.0.0.1:0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        banner = read_banner(proc, timeout=300)
+        port = int(banner["address"].rsplit(":", 1)[1])
+        assert port not in (0, configured) and refused(configured)
+        assert banner["audit"] == str(tmp_path / "cfg" / "log" / "audit.jsonl")
+        assert banner["config"] == str(config)
+        assert (tmp_path / "cfg" / "secrets" / "k" / "audit.key").is_file()
+        with grpc.insecure_channel(banner["address"]) as channel:
+            assert pb_grpc.EnforcerServiceStub(channel).StartTask(
+                pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10).task_id
+    finally:
+        stop(proc, group=True)
