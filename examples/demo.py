@@ -54,7 +54,7 @@ def run_step(n, label, rpc, expect, expect_status=None, expect_gate=None):
         status = pb.ExecutionStatus.Name(resp.status).removeprefix("EXECUTION_STATUS_")
         print(f"    status  : {status}")
         if resp.HasField("output"):
-            print(f"    output  : {json.dumps(json_format.MessageToDict(resp.output))}")
+            print(f"    output  : {json.dumps(json_format.MessageToDict(resp.output), sort_keys=True)}")
         if resp.error:
             print(f"    error   : {resp.error}")
         if resp.approval_id:
