@@ -30,7 +30,7 @@ from typing import Any
 from enforcer import __version__
 from enforcer.audit.keys import key_id
 from enforcer.audit.records import DecisionRecord, ExecutionRecord, RejectedRecord, TaskStarted
-from enforcer.audit.story import Call, TaskSummary
+from enforcer.audit.story import Call, TaskSummary, execution_facts
 from enforcer.audit.verified import VerifiedEntry, VerifiedLog
 
 
@@ -142,15 +142,7 @@ def timeline_line(e: VerifiedEntry) -> str:
         if r.shadow:
             tags.append("SHADOW" + ("" if r.enforced else ", not enforced"))
     if isinstance(r, ExecutionRecord):
-        if r.exit_code is not None:
-            tags.append(f"exit {r.exit_code}")
-        if r.signal is not None:
-            tags.append(f"signal {r.signal}")
-        if r.timed_out:
-            tags.append("timed out")
-        if r.cause:
-            tags.append(f"cause {r.cause}")
-        tags.append(f"{r.duration_ms:g} ms")
+        tags += execution_facts(r)
     if isinstance(r, RejectedRecord):
         tags.append(f"error {r.error_code or r.error_class}")
     for name in ("sandbox_id", "hitl_approval_id"):

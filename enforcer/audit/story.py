@@ -88,18 +88,7 @@ class Call:
         parts = []
         for e in self.executions:
             r = e.record
-            bits = [r.outcome]
-            if r.exit_code is not None:
-                bits.append(f"exit {r.exit_code}")
-            if r.signal is not None:
-                bits.append(f"signal {r.signal}")
-            if r.timed_out:
-                bits.append("timed out")
-            if r.cause:
-                bits.append(f"cause {r.cause}")
-            if r.output_truncated:
-                bits.append("output truncated")
-            bits.append(f"{r.duration_ms:g} ms")
+            bits = [r.outcome, *execution_facts(r)]
             if r.sandbox_id:
                 bits.append(f"sandbox {r.sandbox_id}")
             parts.append(", ".join(bits))
@@ -241,3 +230,20 @@ def select(log: VerifiedLog, *, task: str | None = None, since: datetime | None 
                 continue
         out.append(e)
     return out
+
+
+def execution_facts(r: ExecutionRecord) -> list[str]:
+    """How an execution ended, in short phrases (timeline, story and report)."""
+    facts = []
+    if r.exit_code is not None:
+        facts.append(f"exit {r.exit_code}")
+    if r.signal is not None:
+        facts.append(f"signal {r.signal}")
+    if r.timed_out:
+        facts.append("timed out")
+    if r.cause:
+        facts.append(f"cause {r.cause}")
+    if r.output_truncated:
+        facts.append("output truncated")
+    facts.append(f"{r.duration_ms:g} ms")
+    return facts
