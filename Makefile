@@ -8,14 +8,14 @@ BUF := .cache/node/node_modules/.bin/buf
 CONFIG ?= examples/aecl.yaml
 KEYS := var/keys
 
-.PHONY: help setup setup-dev run keys test check lint-proto gen gen-check rego-check check-readme pytest bench demo clean
+.PHONY: help setup setup-dev run keys test check lint-proto gen gen-check policy-wasm rego-check check-readme pytest bench demo clean
 
 help:
 	@echo "make run    - install what is needed and serve the demo config on 127.0.0.1:50051"
 	@echo "make test   - install everything (venv, bubblewrap, buf, OPA) and run every check"
 	@echo "make demo   - play the before/after story against a running 'make run'"
 	@echo "make bench  - benchmarks against same-run baselines"
-	@echo "make gen    - regenerate Python code from proto/"
+	@echo "make gen    - regenerate Python code from proto/ and the compiled policy from rego/"
 	@echo "make check-readme - check the CLI help quoted in README.md against aecl --help"
 
 setup:
@@ -24,25 +24,41 @@ setup:
 setup-dev:
 	@scripts/setup.sh --dev
 
-keys: setup
-	@[ -f $(KEYS)/audit.key ] || $(AECL) keygen --out $(KEYS)
+# The signing key CONFIG names (audit.signing_key, resolved against the
+# config's directory), printed for the shell; a bad config is one line, no traceback.
+SIGNING_KEY_OF = $(PY) -c 'import os, sys, pathlib; sys.excepthook = lambda t, e, tb: (print(f"make: {e}", file=sys.stderr), os._exit(2)); from enforcer.config import load_config; print(load_config(pathlib.Path(sys.argv[1])).audit.signing_key)'
 
+# Creates the key pair CONFIG names, if it does not exist yet.
+keys: setup
+	@key=$$($(SIGNING_KEY_OF) '$(CONFIG)') || exit 2; \
+	[ -f "$$key" ] && exit 0; \
+	[ "$$(basename "$$key")" = audit.key ] || { echo "make keys: $(CONFIG) names the signing key $$key; 'aecl keygen --out DIR' writes DIR/audit.key: point audit.signing_key at such a file, or create the key yourself" >&2; exit 2; }; \
+	$(AECL) keygen --out "$$(dirname "$$key")"
+
+# make run [CONFIG=path/to/aecl.yaml] [LISTEN=host:port] [METRICS_LISTEN=host:port|off]
+# The service prints what it serves (addresses as bound, audit log, engine, policy).
 run: setup keys
-	@echo "AECL on 127.0.0.1:50051 (embedded engine, config $(CONFIG), audit log var/audit.jsonl)"
-	@echo "  try:   make demo          (in another shell)"
-	@echo "  check: $(AECL) verify --log var/audit.jsonl --pubkey $(KEYS)/audit.pub"
-	@exec $(AECL) serve --config $(CONFIG)
+	@echo "try: $(if $(LISTEN),$(PY) examples/demo.py --target HOST:PORT (the address below),make demo) in another shell"
+	@exec $(AECL) serve --config '$(CONFIG)' $(if $(LISTEN),--listen '$(LISTEN)') $(if $(METRICS_LISTEN),--metrics-listen '$(METRICS_LISTEN)')
 
 test: setup-dev check pytest
 
 check: gen-check lint-proto rego-check check-readme
 
-gen: setup-dev
+gen: setup-dev policy-wasm
 	@scripts/gen-proto.sh
 
+# The shipped policy compiled to WebAssembly (opa build -t wasm), committed so
+# that `make run` needs no OPA: enforcer/policy/compiled/ (see README, "Two
+# engines, one answer").
+policy-wasm: setup-dev
+	@$(PY) -m enforcer.policy.wasm_build --write
+
+GENERATED := enforcer/_gen enforcer/policy/compiled
+
 gen-check: gen
-	@git diff --exit-code -- enforcer/_gen || { echo "generated code is stale: run 'make gen' and commit" >&2; exit 1; }
-	@test -z "$$(git status --porcelain -- enforcer/_gen)" || { echo "untracked generated files in enforcer/_gen" >&2; exit 1; }
+	@git diff --exit-code -- $(GENERATED) || { echo "generated code is stale: run 'make gen' and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || { echo "untracked generated files in $(GENERATED)" >&2; exit 1; }
 
 lint-proto: setup-dev
 	@$(BUF) lint

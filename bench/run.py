@@ -4,11 +4,12 @@
   Execute of a trivial tool                                vs  raw `bwrap /bin/true`
   sandbox start (seccomp, rlimits, cgroups)                vs  raw bwrap, plain subprocess
   audit append (sign + fsync)                               vs  a plain fsync'd append
-  policy evaluation (embedded, OPA sidecar)                 vs  raw `opa eval`
+  policy evaluation (embedded WebAssembly, OPA sidecar)     vs  raw `opa eval`
 
 Medians and p99s; ratios are what to read, since these machines are shared.
 Targets (issue 2): Decide p50 <= 1.3x echo p50, Decide p99 < 2 ms, Decide
-throughput >= 0.8x echo, Execute p50 <= raw bwrap p50 + 1.5 ms.
+throughput >= 0.8x echo, Execute p50 <= raw bwrap p50 + 1.5 ms. With the
+WebAssembly engine (this issue): Decide p50 <= 3.0x echo, throughput >= 0.2x.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def bench_decide(args, tmp: Path) -> None:
         d_tp = asyncio.run(throughput(address, "/aecl.v1.EnforcerService/Decide", payload, args.concurrency, args.seconds))
         print(f"  throughput: echo {e_tp:8.0f}/s   Decide {d_tp:8.0f}/s   ratio {d_tp / e_tp:4.2f}x")
         print("  (the floor is echo + one policy evaluation + one fsync; see 'Where a Decide's time goes')")
+        verdict("Decide p50 <= 3.0x echo p50", d["p50_ms"] <= 3.0 * e["p50_ms"], f"{d['p50_ms'] / e['p50_ms']:.2f}x")
+        verdict("Decide throughput >= 0.2x echo", d_tp >= 0.2 * e_tp, f"{d_tp / e_tp:.2f}x")
         verdict("Decide p50 <= 1.3x echo p50", d["p50_ms"] <= 1.3 * e["p50_ms"], f"{d['p50_ms'] / e['p50_ms']:.2f}x")
         verdict("Decide p99 < 2 ms", d["p99_ms"] < 2.0, f"{d['p99_ms']:.3f} ms")
         verdict("Decide throughput >= 0.8x echo", d_tp >= 0.8 * e_tp, f"{d_tp / e_tp:.2f}x")
@@ -218,8 +221,9 @@ def bench_sandbox(args, tmp: Path) -> None:
             f"+{o['p50_ms'] - r['p50_ms']:.2f} ms")
 
 
-def bench_components(args, tmp: Path) -> None:
-    print("\n== Where a Decide's time goes (in-process, single caller)")
+def bench_components(args, tmp: Path, policy_only: bool = False) -> None:
+    if not policy_only:
+        print("\n== Where a Decide's time goes (in-process, single caller)")
     from enforcer.audit.canonical import canonical_json
     from enforcer.audit.keys import generate_keypair, load_signing_key
     from enforcer.audit.log import AuditLog
@@ -227,19 +231,25 @@ def bench_components(args, tmp: Path) -> None:
     from enforcer.manifests import load_agents, load_registry
     from enforcer.pipeline.policy_input import build_policy_input
     from enforcer.pipeline.request import CallRequest
-    from enforcer.policy.embedded import EmbeddedEngine
     from enforcer.policy.policyset import build_policy_set
+    from enforcer.policy.wasm import WasmEngine
     from enforcer.state.store import Task
 
     config = load_config(REPO / "examples/aecl.yaml")
     ps = build_policy_set(config.policy.rego_dir, load_agents(config.agents_dir), config.policy)
-    engine = EmbeddedEngine(ps)
+    engine = WasmEngine(ps)
     tool = load_registry(config.tool_registry).get("read_invoice")
     now = time.time()
     task = Task("tsk_b", "finance_agent_v2", "read", (), now, now + 600, 0)
     req = CallRequest("Decide", "tsk_b", "finance_agent_v2", "read_invoice", {"invoice_id": "INV-1001"})
     doc = build_policy_input(req, tool, task, now)
-    ev = summary("embedded policy evaluation", serial(lambda: engine.evaluate(doc), 2000))
+    if policy_only:
+        opa = _opa_binary()
+        if opa is None:
+            raise SystemExit("bench: no opa binary (run scripts/build-opa.sh)")
+        bench_evaluation(opa, ps, config, doc, engine, tmp)
+        return
+    ev = summary("embedded policy evaluation (wasm)", serial(lambda: engine.evaluate(doc), 5000))
     line(ev)
     record = {"event_id": "evt_x", "input_payload": doc, "reason": "all gates passed", "risk_score": 0.0}
     line(summary("RFC 8785 canonicalisation of a record", serial(lambda: canonical_json(record), 2000)))
@@ -263,18 +273,54 @@ def bench_components(args, tmp: Path) -> None:
     line(ours, base)
     opa = _opa_binary()
     if opa:
-        inp = tmp / "input.json"
-        inp.write_text(json.dumps(doc))
-        datafile = tmp / "data.json"
-        datafile.write_text(json.dumps(ps.data))
-        cmd = [opa, "eval", "--format", "raw", "-d", str(config.policy.rego_dir), "-d", str(datafile),
-               "-i", str(inp), "data.aecl.main.decision"]
-        raw = summary("raw `opa eval` (process per evaluation)", serial(lambda: subprocess.run(cmd, check=True, capture_output=True), 40, warmup=3))
-        line(raw)
-        line(ev, raw)
-        _bench_opa_sidecar(opa, ps, config, doc)
+        bench_evaluation(opa, ps, config, doc, engine, tmp)
     else:
-        print("  raw `opa eval`: skipped, no opa binary (run scripts/build-opa.sh)")
+        print("  policy evaluation vs OPA: skipped, no opa binary (run scripts/build-opa.sh)")
+
+
+def bench_evaluation(opa: str, ps, config, doc, engine, tmp: Path) -> None:
+    """One evaluation of the shipped policy on one input, four ways: the
+    embedded engine (OPA's WebAssembly under wasmtime), an OPA sidecar in push
+    mode and in bundle mode (keep-alive Data API), and a raw `opa eval`."""
+    from enforcer.policy.bundle import build_bundle
+    from enforcer.policy.opa import OpaEngine, OpaProcess
+
+    print("\n== One policy evaluation (the shipped policy, the same input; in-process callers)")
+    # Interleaved rounds: every engine sees the same machine load.
+    port, bundle_port = free_port(), free_port()
+    bundle = build_bundle(ps, tmp / "aecl-bundle.tar.gz")
+    push_proc = OpaProcess(opa, "127.0.0.1", port)
+    bundle_proc = OpaProcess(opa, "127.0.0.1", bundle_port, bundle)
+    push_proc.start()
+    bundle_proc.start()
+    try:
+        push = OpaEngine(ps, config.policy.opa.model_copy(update={"port": port, "timeout_s": 5}))
+        in_bundle = OpaEngine(ps, config.policy.opa.model_copy(update={"port": bundle_port, "timeout_s": 5,
+                                                                        "bundle": bundle}))
+        assert engine.evaluate(doc) == push.evaluate(doc) == in_bundle.evaluate(doc)
+        w, p, b = [], [], []
+        for _ in range(4):
+            w += serial(lambda: engine.evaluate(doc), 2000, warmup=100)
+            p += serial(lambda: push.evaluate(doc), 500, warmup=50)
+            b += serial(lambda: in_bundle.evaluate(doc), 500, warmup=50)
+        push.close()
+        in_bundle.close()
+    finally:
+        push_proc.stop()
+        bundle_proc.stop()
+    inp = tmp / "input.json"
+    inp.write_text(json.dumps(doc))
+    datafile = tmp / "data.json"
+    datafile.write_text(json.dumps(ps.data))
+    cmd = [opa, "eval", "--format", "raw", "-d", str(config.policy.rego_dir), "-d", str(datafile),
+           "-i", str(inp), "--ignore", "*_test.rego", "--ignore", "capabilities.json", "data.aecl.main.decision"]
+    raw = summary("raw `opa eval` (a process per evaluation)",
+                  serial(lambda: subprocess.run(cmd, check=True, capture_output=True), 40, warmup=3))
+    wasm = summary("embedded: OPA's wasm under wasmtime", w)
+    sidecar = summary("OPA sidecar, push mode (Data API)", p)
+    bundled = summary("OPA sidecar, bundle mode (+provenance)", b)
+    for row in (wasm, sidecar, bundled, raw):
+        line(row, extra=f"   {row['p50_ms'] / wasm['p50_ms']:7.1f}x the embedded engine")
 
 
 def _opa_binary() -> str | None:
@@ -283,20 +329,6 @@ def _opa_binary() -> str | None:
         return out.stdout.strip().splitlines()[-1]
     except (subprocess.CalledProcessError, IndexError, FileNotFoundError):
         return None
-
-
-def _bench_opa_sidecar(opa: str, ps, config, doc) -> None:
-    from enforcer.policy.opa import OpaEngine, OpaProcess
-
-    port = free_port()
-    proc = OpaProcess(opa, "127.0.0.1", port)
-    proc.start()
-    try:
-        engine = OpaEngine(ps, config.policy.opa.model_copy(update={"port": port, "timeout_s": 5}))
-        line(summary("OPA sidecar evaluation (REST, keep-alive)", serial(lambda: engine.evaluate(doc), 500, warmup=50)))
-        engine.close()
-    finally:
-        proc.stop()
 
 
 def bench_audit(args, tmp: Path) -> None:
@@ -364,13 +396,16 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
-    p.add_argument("--only", choices=["decide", "execute", "sandbox", "components", "audit"])
+    p.add_argument("--only", choices=["decide", "execute", "sandbox", "components", "policy", "audit"],
+                   help="one part (policy: the per-evaluation comparison alone; components includes it)")
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
     with tempfile.TemporaryDirectory(prefix="aecl-bench-") as d:
         tmp = Path(d)
         if args.only in (None, "components"):
             bench_components(args, tmp)
+        if args.only == "policy":
+            bench_components(args, tmp, policy_only=True)
         if args.only in (None, "decide"):
             bench_decide(args, tmp)
         if args.only in (None, "execute"):

@@ -117,6 +117,9 @@ class ReloadConfig(_Strict):
 
 
 class PolicyConfig(_Strict):
+    # embedded: the Rego compiled by OPA to WebAssembly, run in-process by
+    # wasmtime (the shipped policy comes compiled; other Rego needs the opa
+    # binary to compile). opa: an OPA sidecar (policy.opa) over its REST API.
     engine: Literal["embedded", "opa"] = "embedded"
     rego_dir: ConfigPath
     risk: RiskModel = RiskModel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ DESCRIPTION = (
     "Evaluate one tool call offline against the configured policy, manifests and tool registry, "
     "and print the decision as JSON (or, with --explain, which gate and rule decided and why). "
     'Input file: {"agent_id", "tool", "args", "context": {"untrusted_input_source", '
-    '"triggering_input"}, "task": {"declared_goal", "declared_actions", "calls_so_far"}}'
+    '"triggering_input"}, "task": {"declared_goal", "declared_actions", "calls_so_far"}}. '
+    "The task is what StartTask declared; --goal, --declare and --calls set it from the command line "
+    "(over the file's). With no task at all, the task declares the called tool (declared_actions: "
+    "[tool]), so the intent gate lets it through and the rule under test decides (a note on stderr "
+    "says so). Exit 0 with a decision (a fail-closed BLOCK from an off-shape policy included), 2 on "
+    "errors, also when the engine cannot be reached (an OPA sidecar that does not answer)."
 )
 
 
@@ -55,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction, default_config: str) -> None:
     d.add_argument("--config", default=default_config, help=f"service config file (default {default_config})")
     d.add_argument("--input", required=True, help="the call as JSON")
     d.add_argument("--engine", choices=["embedded", "opa"], help="override the policy engine")
+    d.add_argument("--goal", metavar="TEXT", help="the task's declared_goal (the intent gate reads it when "
+                                                  "no actions are declared)")
+    d.add_argument("--declare", action="append", metavar="ACTION",
+                   help="an action the task declares (repeatable); --declare '' declares none")
+    d.add_argument("--calls", type=int, metavar="N", help="Execute calls already made in the task")
     d.add_argument("--explain", action="store_true",
                    help="print the deciding gate and rule, the reason and each risk flag's weight")
     d.add_argument("--show-input", action="store_true", help="also print the policy input document")
@@ -79,14 +90,13 @@ def run(args: argparse.Namespace) -> int:
     from enforcer.pipeline.policy_input import build_policy_input
     from enforcer.pipeline.request import CallRequest
     from enforcer.policy.engine import create_engine
-    from enforcer.policy.evaluate import evaluate_decision
     from enforcer.policy.reload import load_policy_set
     from enforcer.state.store import Task
 
     config = load_config(Path(args.config))
     if args.engine:
         config = config.model_copy(update={"policy": config.policy.model_copy(update={"engine": args.engine})})
-    doc = read_input(Path(args.input))
+    doc = with_task_options(read_input(Path(args.input)), args)
     loaded = load_policy_set(config)
     tool = loaded.registry.get(doc.tool)
     if tool is None:
@@ -104,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     )
     policy_input = build_policy_input(req, tool, task, now)
     try:
-        decision = evaluate_decision(engine, policy_input, decision_id="offline")
+        decision = decide_offline(engine, policy_input, config)
     finally:
         engine.close()
     if args.explain:
@@ -117,6 +127,52 @@ def run(args: argparse.Namespace) -> int:
         out["input"] = policy_input
     print(json.dumps(out, indent=2))
     return 0
+
+
+def with_task_options(doc: DecideInput, args: argparse.Namespace) -> DecideInput:
+    """The task from the file, with --goal/--declare/--calls over it. With
+    no task anywhere, one that declares the called tool: a write would
+    otherwise always stop at the intent gate and hide the rule being tested."""
+    given = "task" in doc.model_fields_set
+    task = doc.task
+    if args.goal is not None:
+        task = task.model_copy(update={"declared_goal": args.goal})
+    if args.declare is not None:
+        task = task.model_copy(update={"declared_actions": [a for a in args.declare if a]})
+    if args.calls is not None:
+        if args.calls < 0:
+            raise ConfigError("--calls must not be negative")
+        task = task.model_copy(update={"calls_so_far": args.calls})
+    if not given and args.goal is None and args.declare is None:
+        task = task.model_copy(update={"declared_actions": [doc.tool]})
+        print(f"note: no task given: it declares the called tool ({doc.tool}), so the intent gate passes; "
+              "use --goal or --declare (or \"task\" in the input) to test the intent gate", file=sys.stderr)
+    return doc.model_copy(update={"task": task})
+
+
+def decide_offline(engine, policy_input: dict[str, Any], config) -> Any:
+    """The decision as the service would make it, except that an engine that
+    cannot be reached is an error here, not a BLOCK: an author asking what
+    the policy decides must not read the sidecar's absence as the answer."""
+    from enforcer.errors import AeclError, EngineUnavailable, MalformedDecision, PolicyError
+    from enforcer.policy.decision import blocked_by_error, parse_decision
+
+    try:
+        return parse_decision(engine.evaluate(policy_input), revision=engine.revision, decision_id="offline")
+    except MalformedDecision as e:
+        print(f"note: the policy's answer is outside the decision schema ({e}); the service blocks it",
+              file=sys.stderr)
+        return blocked_by_error(e, revision=engine.revision, decision_id="offline")
+    except PolicyError as e:
+        if engine.name == "opa":
+            opa = config.policy.opa
+            raise AeclError(f"the OPA sidecar at {opa.host}:{opa.port} cannot decide this call: {e}. Start one "
+                            f"(opa run --server --addr {opa.host}:{opa.port}), set policy.opa.supervise: true, "
+                            "or use --engine embedded") from None
+        if isinstance(e, EngineUnavailable):
+            raise AeclError(f"the embedded engine cannot decide this call: {e}") from None
+        print(f"note: the engine failed ({e}); the service blocks such a call", file=sys.stderr)
+        return blocked_by_error(e, revision=engine.revision, decision_id="offline")
 
 
 def explain(decision) -> str:

@@ -24,7 +24,10 @@ for a in "$@"; do
     *) echo "build-opa: unknown option $a" >&2; exit 2 ;;
   esac
 done
-say() { echo "build-opa: $*" >&2; }
+started=$(date +%s)
+# Progress goes to stderr, each line with the seconds since the start; stdout
+# carries only the binary's path.
+say() { echo "build-opa: [$(( $(date +%s) - started ))s] $*" >&2; }
 
 works() { [ -x "$1" ] && "$1" version >/dev/null 2>&1; }
 
@@ -37,6 +40,8 @@ if [ "$force" = 0 ]; then
   if works "$cache/bin/opa"; then echo "$cache/bin/opa"; exit 0; fi
 fi
 
+say "building opa from Debian's source packages (a few minutes on 2 cores, once: cached in $cache)"
+say "step 1/4: reading Debian's package lists (private apt state under $cache/apt)"
 . "$repo/scripts/lib/private-apt.sh"
 apt=$cache/apt
 rm -rf "$apt" "$cache/root" "$cache/debs"
@@ -57,15 +62,31 @@ say "Go toolchain: golang-$gover-go"
 
 fetch_and_unpack() {  # $@: package names
   rm -rf "$root" "$cache/debs"; mkdir -p "$root" "$cache/debs"
-  say "downloading $# packages"
+  say "step 2/4: downloading $# packages from Debian's archive"
   ( cd "$cache/debs" && apt-get "${aptopts[@]}" -qq download "$@" )
-  for deb in "$cache"/debs/*.deb; do dpkg -x "$deb" "$root"; done
+  say "downloaded $(du -sm "$cache/debs" | cut -f1) MB; step 3/4: unpacking them"
+  local n=0 total
+  total=$(ls "$cache"/debs/*.deb | wc -l)
+  for deb in "$cache"/debs/*.deb; do
+    dpkg -x "$deb" "$root"
+    n=$((n + 1))
+    [ $((n % 20)) = 0 ] && say "unpacked $n/$total packages"
+  done
+  say "unpacked $total/$total packages"
 }
 
 go_build() {
+  # -v names each package as it is compiled: counted into a progress line every 50.
   GOROOT=$goroot GOPATH=$root/usr/share/gocode GO111MODULE=off CGO_ENABLED=0 GOFLAGS= \
     GOTOOLCHAIN=local GOCACHE=$cache/gocache GOPROXY=off \
-    "$goroot/bin/go" build -trimpath -o "$cache/bin/opa.new" github.com/open-policy-agent/opa
+    "$goroot/bin/go" build -v -trimpath -o "$cache/bin/opa.new" github.com/open-policy-agent/opa 2>&1 \
+    | { n=0; while IFS= read -r line; do
+          case "$line" in
+            *.go:*|"# "*) echo "$line" >&2 ;;  # a compile error, and the package it is in
+            *) n=$((n + 1)); [ $((n % 50)) = 0 ] && say "compiled $n Go packages" ;;
+          esac
+        done; say "compiled $n Go packages"; }
+  return "${PIPESTATUS[0]}"
 }
 
 root=$cache/root
@@ -75,7 +96,7 @@ toolchain="golang-$gover-go golang-$gover-src"
 # First try: exactly the packages OPA's code imports (about 70, 100 MB).
 fetch_and_unpack $(grep -v '^#' "$repo/scripts/opa-packages.txt") $toolchain
 [ -x "$goroot/bin/go" ] || { say "Go toolchain not found at $goroot"; exit 1; }
-say "building opa with go $gover (GOPATH mode)"
+say "step 4/4: building opa with go $gover (GOPATH mode, about 700 packages)"
 if ! go_build; then
   # The archive moved on; let apt resolve the whole closure (about 440 packages).
   # Resolution runs without the tablewriter pin (its dependents declare >= 1.0

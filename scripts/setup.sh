@@ -46,7 +46,7 @@ if [ ! -x .venv/bin/python ] || { [ "$have" != "$hash[dev]" ] && [ "$have" != "$
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
   say "installing Python dependencies into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import enforcer, grpc, regopy" || { say "Python install failed"; exit 1; }
+  .venv/bin/python -c "import enforcer, grpc, wasmtime" || { say "Python install failed"; exit 1; }
   echo "$hash$extras" > "$stamp"
 fi
 
@@ -65,3 +65,6 @@ scripts/build-opa.sh >/dev/null
 
 # 5. Go's reference signed-note verifier, for the checkpoint interop tests (cached).
 scripts/build-note-verifier.sh >/dev/null
+
+# 6. Chromium (Debian's), for the HTML audit report's test in a real headless browser.
+[ -x /usr/bin/chromium ] || apt_install chromium

@@ -1,6 +1,11 @@
 """The policy-engine interface. Engines return the raw decision document or
 raise PolicyError; turning that into a Decision (or a fail-closed BLOCK) is
-the pipeline's job, the same for every engine."""
+the pipeline's job, the same for every engine.
+
+Two engines: `embedded` (the default), the policy compiled by OPA to
+WebAssembly and run in-process by wasmtime (enforcer.policy.wasm), and `opa`,
+an OPA sidecar over its REST API (enforcer.policy.opa).
+"""
 
 from __future__ import annotations
 
@@ -26,9 +31,9 @@ class PolicyEngine(Protocol):
 
 def create_engine(policy_set: PolicySet, config: PolicyConfig) -> PolicyEngine:
     if config.engine == "embedded":
-        from enforcer.policy.embedded import EmbeddedEngine
+        from enforcer.policy.wasm import WasmEngine
 
-        return EmbeddedEngine(policy_set)
+        return WasmEngine(policy_set, opa_binary=config.opa.binary)
     from enforcer.policy.opa import OpaEngine
 
     return OpaEngine(policy_set, config.opa)

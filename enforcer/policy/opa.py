@@ -1,4 +1,4 @@
-"""OPA as a sidecar, over its REST Data API (opa-python-client).
+"""OPA as a sidecar, over its REST Data API.
 
 The service pushes its policy set (modules and data) to the sidecar, so the
 revision it reports is the one OPA evaluates. A push makes the sidecar run
@@ -14,10 +14,21 @@ is checked to come from a bundle whose revision is the service's own.
 
 With `opa.supervise`, the service runs the sidecar itself (OpaProcess) and
 restarts it with backoff when it dies; calls are blocked while it is down.
+
+Transport: a small keep-alive HTTP/1.1 client on http.client (_Http): a pool
+of persistent connections, each request bounded by opa.timeout_s, a
+connection closed after any failure and never reused (a request on a
+kept-alive connection the sidecar closed meanwhile is sent once more on a
+fresh one; every request here is idempotent). A decision is one Data API call
+that also carries the revision evidence, read in the same OPA snapshot: in
+push mode the package of a small helper module the push installs (decision
+and revision marker side by side), in bundle mode the decision with
+`?provenance`, which names the revision of every active bundle.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -34,10 +45,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-from opa_client import OpaClient
-from opa_client.errors import ConnectionsError
-
 from enforcer.config import OpaConfig
 from enforcer.errors import ConfigError, EngineUnavailable, MalformedDecision, PolicyError
 from enforcer.policy.bundle import read_bundle_revision
@@ -45,27 +52,89 @@ from enforcer.policy.policyset import DATA_ROOT, ENTRYPOINT, PolicySet
 
 log = logging.getLogger(__name__)
 
-_PACKAGE, _RULE = ENTRYPOINT.rsplit("/", 1)
-# Bundle mode: the decision and the revision of every active bundle owning
-# data.aecl, evaluated together in one OPA snapshot (Query API). OPA keeps each
-# activated bundle's manifest at data.system.bundles[<name>].manifest.
-_BUNDLE_QUERY = f"""decision := [d | d := data.{_PACKAGE.replace("/", ".")}.{_RULE}]
-revisions := {{b.manifest.revision |
-    some b in data.system.bundles
-    some root in b.manifest.roots
-    root in {{"", "{DATA_ROOT[0]}"}}
-}}"""
+_DECISION_PATH = f"data/{ENTRYPOINT}"
 # Push mode: the revision marker the service writes after the modules and the
-# data, read in the same snapshot as the decision. A push in progress (marker
-# "updating") or another service's policy on a shared sidecar never passes as
-# this engine's revision.
+# data, read in the same snapshot as the decision through the helper package
+# below. A push in progress (marker "updating") or another service's policy
+# on a shared sidecar never passes as this engine's revision.
 _MARKER = "aecl_meta"
-_PUSH_QUERY = f"""decision := [d | d := data.{_PACKAGE.replace("/", ".")}.{_RULE}]
-revision := object.get(data, ["{_MARKER}", "revision"], "")"""
+_ANSWER_PACKAGE = "aecl_answer"
+_ANSWER_ID = f"{_ANSWER_PACKAGE}/answer.rego"
+_ANSWER_MODULE = f"""package {_ANSWER_PACKAGE}
+
+import rego.v1
+
+decision := [d | d := data.{ENTRYPOINT.replace("/", ".")}]
+
+default revision := ""
+
+revision := data.{_MARKER}.revision
+"""
 
 
-# What a push can fail on in transit (the sidecar went away, timed out, reset).
-_TRANSPORT = (requests.RequestException, ConnectionsError, OSError)
+class _Unreachable(OSError):
+    """The request did not get an answer (refused, reset, closed, timed out)."""
+
+
+class _Timeout(_Unreachable):
+    pass
+
+
+# What a request can fail on in transit (the sidecar went away, timed out, reset).
+_TRANSPORT = (OSError,)
+
+
+class _Http:
+    """Keep-alive HTTP/1.1 to one OPA: idle connections are kept in a pool and
+    reused; a connection that failed in any way is closed, never reused."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str = "application/json") -> tuple[int, bytes]:
+        headers = {"Content-Type": content_type} if body is not None else {}
+        for attempt in (0, 1):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except TimeoutError as e:
+                conn.close()
+                raise _Timeout(f"no answer within {self.timeout_s:g}s") from e
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                # An idle keep-alive connection the server closed: once more, fresh.
+                if reused and attempt == 0 and isinstance(e, (ConnectionError, http.client.BadStatusLine)):
+                    continue
+                raise _Unreachable(str(e) or type(e).__name__) from e
+            if response.will_close:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
+            return response.status, data
+        raise _Unreachable("no answer")  # not reached: the second attempt returns or raises
+
+    def json(self, method: str, path: str, doc: Any = None) -> tuple[int, Any]:
+        status, data = self.request(method, path, None if doc is None else json.dumps(doc).encode("utf-8"))
+        try:
+            return status, (json.loads(data) if data else None)
+        except ValueError:
+            return status, None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class _Rejected(Exception):
@@ -96,17 +165,17 @@ def _ours(policy: dict[str, Any]) -> bool:
     return str(policy.get("id", "")).startswith(f"{DATA_ROOT[0]}/") or path[:2] == ["data", DATA_ROOT[0]]
 
 
-def _opa_message(response: requests.Response) -> str:
+def _opa_message(status: int, data: bytes) -> str:
     try:
-        body = response.json()
+        body = json.loads(data)
     except ValueError:
-        return f"status {response.status_code}: {response.text.strip()[:300]}"
+        return f"status {status}: {data.decode('utf-8', 'replace').strip()[:300]}"
     if not isinstance(body, dict):
-        return f"status {response.status_code}"
+        return f"status {status}"
     details = [f"{e.get('location', {}).get('file', '')}:{e.get('location', {}).get('row', '')}: {e.get('message')}"
                if e.get("location") else str(e.get("message"))
                for e in body.get("errors") or [] if isinstance(e, dict)]
-    return f"status {response.status_code}: {body.get('message', '')}" + (f" ({'; '.join(details)})" if details else "")
+    return f"status {status}: {body.get('message', '')}" + (f" ({'; '.join(details)})" if details else "")
 
 
 class _Sidecar:
@@ -150,9 +219,7 @@ class OpaEngine:
             _sidecar = _Sidecar(process)
         # A sidecar handed over by derive() (and its supervised process) is reused, not restarted.
         self._sidecar = _sidecar
-        # retries=0: a dead sidecar must fail fast, not multiply the timeout.
-        self._client = OpaClient(host=config.host, port=config.port, retries=0, timeout=config.timeout_s)
-        self._http = requests.Session()  # pushes: module list, puts, deletes
+        self._http = _Http(config.host, config.port, config.timeout_s)
         try:
             if fresh and _sidecar.process is not None:
                 _sidecar.process.supervise(_sidecar.restarted)
@@ -190,29 +257,50 @@ class OpaEngine:
         return self._sidecar.owner is not self
 
     def _verify_bundle(self) -> None:
+        """The revisions of the active bundles owning data.aecl (at start-up and
+        after a restart; every decision then checks its own provenance)."""
         try:
-            _, revisions = self._query(_BUNDLE_QUERY, "revisions", list, {})
+            status, body = self._http.json("GET", "/v1/data/system/bundles")
         except _TRANSPORT as e:
             raise EngineUnavailable(f"{self._where} is unavailable: {e}") from e
+        bundles = body.get("result", {}) if isinstance(body, dict) and status == 200 else None
+        if not isinstance(bundles, dict):
+            raise MalformedDecision("OPA answered the bundle status out of shape")
+        revisions = sorted({b["manifest"].get("revision") for b in bundles.values()
+                            if isinstance(b, dict) and isinstance(b.get("manifest"), dict)
+                            and set(b["manifest"].get("roots") or [""]) & {"", DATA_ROOT[0]}}, key=str)
         self._check_revisions(revisions)
 
-    def _query(self, query: str, field: str, kind: type, policy_input: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """One query, one OPA snapshot: the decision (shaped as the Data API
-        shapes it) and the revision evidence `field` the query computes beside it
-        (the push marker, or the revisions of the bundles owning data.aecl)."""
-        answer = self._client.ad_hoc_query(query, policy_input)
-        rows = answer.get("result") if isinstance(answer, dict) else None
-        if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], dict)):
-            raise MalformedDecision(f"OPA answered the {field} query out of shape")
-        decisions, evidence = rows[0].get("decision"), rows[0].get(field)
-        if not isinstance(decisions, list) or not isinstance(evidence, kind):
-            raise MalformedDecision(f"OPA answered the {field} query out of shape")
-        return ({"result": decisions[0]} if decisions else {}), evidence
+    def _query(self, policy_input: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """One Data API call, one OPA snapshot: the decision (as the Data API
+        shapes it: {"result": ...}, or {} when undefined) and the revision
+        evidence read beside it (push mode: the marker, a string; bundle mode:
+        the revisions of the active bundles, a list)."""
+        if self._config.bundle is None:
+            status, body = self._http.json("POST", f"/v1/data/{_ANSWER_PACKAGE}", {"input": policy_input})
+            if status != 200 or not isinstance(body, dict):
+                raise PolicyError(f"OPA evaluation failed: status {status}: {json.dumps(body)[:300]}")
+            package = body.get("result", {})
+            decisions = package.get("decision", []) if isinstance(package, dict) else None
+            revision = package.get("revision", "") if isinstance(package, dict) else None
+            if not isinstance(decisions, list) or not isinstance(revision, str):
+                raise MalformedDecision("OPA answered the decision query out of shape")
+            return ({"result": decisions[0]} if decisions else {}), revision
+        status, body = self._http.json("POST", f"/v1/{_DECISION_PATH}?provenance=true", {"input": policy_input})
+        if status != 200 or not isinstance(body, dict):
+            raise PolicyError(f"OPA evaluation failed: status {status}: {json.dumps(body)[:300]}")
+        bundles = (body.get("provenance") or {}).get("bundles") or {}
+        if not isinstance(bundles, dict):
+            raise MalformedDecision("OPA answered the decision's provenance out of shape")
+        revisions = sorted({b.get("revision") for b in bundles.values() if isinstance(b, dict)}, key=str)
+        return ({"result": body["result"]} if "result" in body else {}), revisions
 
     def _check_revisions(self, revisions: list[Any]) -> None:
+        """A bundle with this service's revision must be active; no other can
+        own data.aecl beside it (OPA refuses bundles with overlapping roots)."""
         if not revisions:
             raise EngineUnavailable(f"{self._where} has no active bundle for data.{DATA_ROOT[0]} (not loaded yet?)")
-        if revisions != [self.revision]:
+        if self.revision not in revisions:
             raise PolicyError(
                 f"{self._where} runs bundle revision {', '.join(map(str, revisions))}, but this service compiled "
                 f"{self.revision}; rebuild the bundle with `aecl policy build` and reload the sidecar"
@@ -222,28 +310,30 @@ class OpaEngine:
 
     def _rest(self, method: str, path: str, *, text: str | None = None, doc: Any = None,
               missing_ok: bool = False) -> Any:
-        url = f"http://{self._config.host}:{self._config.port}/v1/{quote(path, safe='/')}"
-        kwargs: dict[str, Any] = {"timeout": self._config.timeout_s}
+        url = f"/v1/{quote(path, safe='/')}"
         if text is not None:
-            kwargs.update(data=text.encode("utf-8"), headers={"Content-Type": "text/plain"})
-        elif method == "PUT":
-            kwargs["json"] = doc
-        response = self._http.request(method, url, **kwargs)
-        if response.status_code == 404 and missing_ok:
+            status, data = self._http.request(method, url, text.encode("utf-8"), "text/plain")
+        else:
+            body = json.dumps(doc).encode("utf-8") if method == "PUT" else None
+            status, data = self._http.request(method, url, body)
+        if status == 404 and missing_ok:
             return None
-        if response.status_code >= 400:
-            raise _Rejected(f"{method} /v1/{path}: {_opa_message(response)}")
+        if status >= 400:
+            raise _Rejected(f"{method} /v1/{path}: {_opa_message(status, data)}")
         try:
-            return response.json() if response.content else None
+            return json.loads(data) if data else None
         except ValueError as e:
             raise _Rejected(f"{method} /v1/{path}: not JSON") from e
 
-    def _read_modules(self) -> dict[str, str]:
+    def _list_policies(self) -> list[dict[str, Any]]:
         listed = self._rest("GET", "policies")
         policies = listed.get("result") if isinstance(listed, dict) else None
         if not isinstance(policies, list):
             raise _Rejected("GET /v1/policies: answered out of shape")
-        return {p["id"]: p.get("raw", "") for p in policies if isinstance(p, dict) and "id" in p and _ours(p)}
+        return [p for p in policies if isinstance(p, dict) and "id" in p]
+
+    def _read_modules(self) -> dict[str, str]:
+        return {p["id"]: p.get("raw", "") for p in self._list_policies() if _ours(p)}
 
     def _read_contents(self) -> _Contents:
         config = (self._rest("GET", "/".join(("data", *DATA_ROOT))) or {}).get("result")
@@ -259,7 +349,11 @@ class OpaEngine:
         modules, a function deleted before its caller): what is refused is
         tried again after the rest, until a round makes no progress."""
         self._rest("PUT", f"data/{_MARKER}", doc={"revision": "updating"})
-        current = self._read_modules()
+        listed = self._list_policies()
+        current = {p["id"]: p.get("raw", "") for p in listed if _ours(p)}
+        # The helper answering a decision with the marker beside it (outside data.aecl).
+        if not any(p["id"] == _ANSWER_ID and p.get("raw") == _ANSWER_MODULE for p in listed):
+            self._rest("PUT", f"policies/{_ANSWER_ID}", text=_ANSWER_MODULE)
         ops = [("DELETE", i, None) for i in sorted(current) if i not in target.modules]
         ops += [("PUT", i, s) for i, s in sorted(target.modules.items()) if current.get(i) != s]
         while ops:
@@ -364,7 +458,7 @@ class OpaEngine:
         self._push()
         try:
             if self._config.bundle is None:
-                answer, revision = self._query(_PUSH_QUERY, "revision", str, policy_input)
+                answer, revision = self._query(policy_input)
                 if not revision:
                     self._pushed = False  # a fresh sidecar: push again before the next call
                     raise EngineUnavailable(f"{self._where} has no AECL policy loaded (restarted?); it is "
@@ -374,15 +468,13 @@ class OpaEngine:
                         f"{self._where} runs policy revision {revision or 'none'}, not this service's "
                         f"{self.revision} (a push in progress, a reload, or another service on the same sidecar)")
             else:
-                answer, revisions = self._query(_BUNDLE_QUERY, "revisions", list, policy_input)
+                answer, revisions = self._query(policy_input)
                 self._check_revisions(revisions)
-        except requests.Timeout as e:
+        except _Timeout as e:
             raise EngineUnavailable(f"OPA did not answer within {self._config.timeout_s}s") from e
-        except (requests.ConnectionError, ConnectionsError, OSError) as e:
+        except OSError as e:
             self._pushed = False  # a restarted sidecar comes back without our policies
             raise EngineUnavailable(f"{self._where} is unavailable: {e}") from e
-        except requests.HTTPError as e:
-            raise PolicyError(f"OPA evaluation failed: {e}") from e
         if not isinstance(answer, dict):
             raise MalformedDecision("OPA answered with a non-object")
         if "result" not in answer:
@@ -398,7 +490,6 @@ class OpaEngine:
         return OpaEngine(policy_set, self._config, _sidecar=self._sidecar)
 
     def _close_connections(self) -> None:
-        self._client.close_connection()
         self._http.close()
 
     def close(self) -> None:
@@ -565,8 +656,13 @@ class OpaProcess:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return True
             # /health?bundles is 200 only once every configured bundle is activated.
-            return requests.get(f"http://{self.host}:{self.port}/health?bundles", timeout=0.2).status_code == 200
-        except (OSError, requests.RequestException):
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=0.2)
+            try:
+                conn.request("GET", "/health?bundles")
+                return conn.getresponse().status == 200
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException):
             return False
 
     def supervise(self, on_restart: Callable[[], None] | None = None) -> None:

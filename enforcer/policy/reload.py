@@ -7,8 +7,9 @@ call, so a call is decided entirely by one revision, and a reload is a single
 reference swap: no call is lost or sees half a policy.
 
 A candidate is built and tested off the event loop: it must load (manifests,
-registry, config), pass its own Rego tests (`opa test`), and compile in a
-throwaway process before the service compiles it. Anything less leaves the running policy in force; the failure is
+registry, config), pass its own Rego tests (`opa test`), and compile (for
+the embedded engine: `opa build -t wasm`, so a changed Rego needs the opa
+binary). Anything less leaves the running policy in force; the failure is
 logged, written to the audit log, and reported to whoever asked for the
 reload (admin RPC, SIGHUP or the directory watcher).
 """
@@ -20,7 +21,6 @@ import hashlib
 import json
 import logging
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,9 +68,13 @@ def load_policy_set(config: ServiceConfig) -> LoadedPolicy:
 
 def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
                    loaded: LoadedPolicy | None = None) -> ActivePolicy:
-    """Compile an engine for the policy set; `previous` hands over its sidecar."""
+    """Compile an engine for the policy set; `previous` hands over its sidecar.
+    Without `previous` (the service's start-up), say at WARNING when reloads
+    will be refused for want of an opa binary."""
     loaded = loaded or load_policy_set(config)
     policy_set = loaded.policy_set
+    if previous is None:
+        warn_if_reloads_need_opa(config)
     engine = previous.derive(policy_set) if previous is not None else create_engine(policy_set, config.policy)
     return ActivePolicy(
         engine=engine,
@@ -80,6 +84,28 @@ def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
         shadow_all=config.policy.mode == "shadow",
         shadow_agents=frozenset(config.policy.shadow_agents),
     )
+
+
+def reload_needs_opa(config: ServiceConfig) -> str | None:
+    """Why reloads will be refused on this machine (no opa binary), or None."""
+    try:
+        find_opa_binary(config.policy.opa.binary)
+        return None
+    except ConfigError as e:
+        missing = str(e)
+    if config.policy.reload.run_tests:
+        return (f"every policy reload will be refused: a candidate must pass `opa test` "
+                f"(policy.reload.run_tests) and {missing}")
+    if config.policy.engine == "embedded":
+        return (f"a reload that changes the Rego will be refused: the embedded engine compiles it with "
+                f"`opa build -t wasm` and {missing}")
+    return None
+
+
+def warn_if_reloads_need_opa(config: ServiceConfig) -> None:
+    why = reload_needs_opa(config)
+    if why is not None:
+        log.warning("no opa binary: %s. The policy in force now keeps serving.", why)
 
 
 def watched_paths(config: ServiceConfig) -> list[Path]:
@@ -101,8 +127,8 @@ def fingerprint(paths: Iterable[Path], extra: Iterable[Path] = ()) -> str:
 
 
 def run_opa_tests(rego_dir: Path, binary: str | None = None, timeout_s: float = 120.0) -> None:
-    """The candidate's own Rego tests, with `opa test` (rego-cpp cannot run
-    them yet: see rego_tests.py). Raise ConfigError naming what failed."""
+    """The candidate's own Rego tests, with `opa test`. Raise ConfigError
+    naming what failed."""
     try:
         opa = find_opa_binary(binary)
     except ConfigError:
@@ -129,35 +155,6 @@ def run_opa_tests(rego_dir: Path, binary: str | None = None, timeout_s: float = 
     if failed or out.returncode != 0:
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         raise ConfigError("the candidate policy fails its own tests: " + "; ".join(failed[:5]) + more)
-
-
-_PROBE = """
-import json, sys
-from enforcer.policy.embedded import EmbeddedEngine
-from enforcer.policy.policyset import PolicySet
-doc = json.load(sys.stdin)
-engine = EmbeddedEngine(PolicySet(modules=doc["modules"], data=doc["data"], revision=doc["revision"]))
-try:
-    engine.evaluate({})
-except Exception:
-    pass  # an error answer is fine here; only a crash is not
-"""
-
-
-def probe_embedded(policy_set: PolicySet, timeout_s: float = 60.0) -> None:
-    """Compile and query the candidate in a throwaway process first: rego-cpp
-    can abort the whole process on constructs it does not support, and that
-    must cost the reload, never the running service."""
-    doc = json.dumps({"modules": policy_set.modules, "data": policy_set.data, "revision": policy_set.revision})
-    try:
-        out = subprocess.run([sys.executable, "-c", _PROBE], input=doc, capture_output=True, text=True,
-                             timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"the candidate policy did not compile within {timeout_s:g}s") from None
-    if out.returncode != 0:
-        tail = " ".join(out.stderr.split())[-600:]
-        how = f"signal {-out.returncode}" if out.returncode < 0 else f"status {out.returncode}"
-        raise ConfigError(f"the candidate policy fails in the embedded engine ({how}): {tail}")
 
 
 @dataclass
@@ -260,8 +257,8 @@ class PolicyReloader:
         loaded = load_policy_set(config)  # manifest and registry errors first: they name the field
         if self._run_tests:
             run_opa_tests(config.policy.rego_dir, config.policy.opa.binary)
-        if self._config.policy.engine == "embedded":
-            probe_embedded(loaded.policy_set)
+        # The embedded engine compiles the candidate with `opa build -t wasm`
+        # (unless it is the shipped or the running Rego): no OPA, no reload.
         # The engine kind and its settings are not reloadable: compile with the running ones.
         return config, compile_active(_with_reloadable(self._config, config), previous=current.engine,
                                       loaded=loaded)

@@ -48,3 +48,40 @@ test_deny_explains_each_rule if {
 	goal := intent.rule with input as call("transfer_funds", "write", "read invoices", [])
 	goal == "intent.not_in_declared_goal"
 }
+
+test_allow_goal_naming_the_action_in_other_words if {
+	intent.allow with input as call("generate_payment_report", "write", "Please generate a payment report", [])
+}
+
+test_allow_goal_words_in_any_order_and_case if {
+	intent.allow with input as call("generate_payment_report", "write", "REPORT on payments? No: Payment report, generate it", [])
+}
+
+test_allow_goal_with_punctuation_between_words if {
+	intent.allow with input as call("transfer_funds", "write", "Pay vendor invoices: read invoices, transfer-funds.", [])
+}
+
+test_allow_action_filler_words_are_not_required if {
+	intent.allow with input as call("send_to_vendor", "write", "send the vendor their invoice", [])
+}
+
+test_deny_goal_missing_one_of_the_words if {
+	not intent.allow with input as call("generate_payment_report", "write", "generate a report", [])
+}
+
+test_deny_goal_with_a_word_only_inside_another if {
+	not intent.allow with input as call("generate_payment_report", "write", "regenerate payment reports", [])
+}
+
+test_deny_empty_goal if {
+	not intent.allow with input as call("transfer_funds", "write", "", [])
+}
+
+test_deny_action_of_filler_words_needs_them_all if {
+	not intent.allow with input as call("to_the", "write", "go to it", [])
+	intent.allow with input as call("to_the", "write", "the way to", [])
+}
+
+test_deny_declared_actions_stay_precise if {
+	not intent.allow with input as call("generate_payment_report", "write", "generate payment report", ["read_invoice"])
+}

@@ -12,7 +12,11 @@ allow if {
 	not expired
 }
 
-reason := sprintf("task expired: the task-loop deadline passed at %v", [input.task.expires_at]) if {
+# The deadline in whole seconds: under OPA, %v prints a float such as
+# 1700001200.0 as 1.7000012e+09, and whether a time arrives as 1700001200.0
+# or 1700001200 depends on the JSON it travelled through (the audit log's
+# canonical JSON drops the ".0"), so a replay would reword the reason.
+reason := sprintf("task expired: the task-loop deadline passed at %d", [floor(input.task.expires_at)]) if {
 	expired
 } else := sprintf("call budget exhausted: %d of %d tool calls already made in this run", [input.task.calls_so_far, max_calls]) if {
 	over_budget

@@ -36,3 +36,9 @@ test_deny_explains_each_rule if {
 		with data.aecl.config.agents as {"a1": {"max_tool_calls_per_run": 5}}
 	budget == "limits.call_budget"
 }
+
+test_deny_expired_task_names_the_deadline_in_whole_seconds if {
+	r := limits.reason with input as {"agent_id": "a1", "task": {"calls_so_far": 0, "expires_at": 1700001200.5}, "now": 1700005000}
+		with data.aecl.config.agents as agents
+	r == "task expired: the task-loop deadline passed at 1700001200"
+}

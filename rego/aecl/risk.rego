@@ -14,16 +14,12 @@ default threshold := 0
 
 threshold := data.aecl.config.agents[input.agent_id].auto_approve_threshold
 
-# concat, not sprintf's %s: rego-cpp quotes a computed string under %s, and
-# both engines must produce the same reason.
-reason := concat("", [
-	sprintf("risk score %v exceeds the agent's auto-approve threshold %v (flags: ", [score, threshold]),
-	concat(", ", flags), ")",
-])
+reason := sprintf("risk score %v exceeds the agent's auto-approve threshold %v (flags: %s)", [score, threshold, concat(", ", flags)])
 
 flags := sort([f | some f in raised])
 
-# Rounded to 1/1000 so every engine's floating point agrees.
+# Rounded to 1/1000: a score is read by people, and every engine's floating
+# point agrees on it.
 score := round(min([1, sum([w | some f in raised; w := weights[f]])]) * 1000) / 1000
 
 weights := data.aecl.config.risk.weights

@@ -22,7 +22,7 @@ from enforcer.config import OpaConfig, PolicyConfig, RiskModel, load_config
 from enforcer.errors import ConfigError, EngineUnavailable, PolicyError
 from enforcer.policy.bundle import build_bundle, read_bundle_revision
 from enforcer.policy.decision import parse_decision
-from enforcer.policy.embedded import EmbeddedEngine
+from enforcer.policy.wasm import WasmEngine
 from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
 from enforcer.policy.policyset import build_policy_set
 from enforcer.server.app import build_components
@@ -139,7 +139,7 @@ def test_sidecar_reports_the_bundle_through_the_bundle_plugin(policy_set, bundle
 @pytest.fixture(scope="module")
 def engines(policy_set, bundle, bundle_sidecar):
     opa = OpaEngine(policy_set, OpaConfig(port=bundle_sidecar.port, timeout_s=5, bundle=bundle))
-    yield EmbeddedEngine(policy_set), opa
+    yield WasmEngine(policy_set), opa
     opa.close()
 
 

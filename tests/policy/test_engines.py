@@ -1,6 +1,7 @@
-"""Both engines behind one interface: the embedded rego-cpp engine and a real
-OPA sidecar (the binary scripts/build-opa.sh builds) give identical decision
-documents on one shared table, and the OPA engine fails closed."""
+"""Both engines behind one interface: the embedded engine (the policy
+compiled by OPA to WebAssembly, run by wasmtime) and a real OPA sidecar (the
+binary scripts/build-opa.sh builds) give identical decision documents on one
+shared table, and both fail closed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from enforcer.errors import EngineUnavailable, MalformedDecision, PolicyError
 from enforcer.manifests import AgentManifest, ToolSpec, load_agents, load_registry
 from enforcer.pipeline.policy_input import path_arguments
 from enforcer.policy.decision import parse_decision
-from enforcer.policy.embedded import EmbeddedEngine
+from enforcer.policy.wasm import WasmEngine
 from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
 from enforcer.policy.policyset import build_policy_set
 from tests.conftest import EXAMPLES, REPO
@@ -79,7 +80,28 @@ TABLE = [
      "block", "intent", "Action scope exceeds declared task intent"),
     ("write_not_in_goal", policy_input("generate_payment_report", goal="read invoices"),
      "block", "intent", "Action scope exceeds declared task intent"),
+    # The goal names the action by its words, in any order and case, filler words aside.
+    ("goal_names_action_in_other_words", policy_input("generate_payment_report",
+                                                      goal="Please generate a payment report"),
+     "approve", "risk", ""),
+    ("goal_words_in_any_order_and_case", policy_input("generate_payment_report",
+                                                      goal="REPORT: payments? The payment report, GENERATE it"),
+     "approve", "risk", ""),
+    ("goal_missing_one_word", policy_input("generate_payment_report", goal="Please generate a report"),
+     "block", "intent", "the declared goal does not name 'generate_payment_report'"),
+    ("goal_word_only_inside_another", policy_input("generate_payment_report", goal="regenerate payment reports"),
+     "block", "intent", "does not name"),
+    ("declared_actions_stay_precise", policy_input("generate_payment_report", goal="generate payment report",
+                                                   declared=["read_invoice"]),
+     "block", "intent", 'not among the declared actions ["read_invoice"]'),
+    # rego-cpp printed this reason as invalid JSON; OPA and the embedded engine agree.
+    ("agent_id_with_quote_and_newline", policy_input("read_invoice", agent='gh"ost\nagent'),
+     "block", "allowlist", "unknown agent 'gh\"ost\nagent'"),
+    ("agent_id_with_unicode_and_backslash", policy_input("read_invoice", agent="\u00e9\\\u2028\U0001F600"),
+     "block", "allowlist", "unknown agent"),
     ("call_51_blocked", policy_input("read_invoice", calls=50), "block", "limits", "50"),
+    ("float_deadline_in_whole_seconds", policy_input("read_invoice", now=5000.0), "block", "limits",
+     "deadline passed at 2100"),
     ("call_50_allowed", policy_input("read_invoice", calls=49), "approve", "risk", ""),
     ("task_expired", policy_input("read_invoice", now=5000.0), "block", "limits", "expired"),
     ("risk_escalates_alone", policy_input("bulk_export", agent="ops_agent", untrusted=True),
@@ -150,7 +172,7 @@ def opa_sidecar():
 
 @pytest.fixture(scope="module")
 def engines(policy_set, opa_sidecar):
-    embedded = EmbeddedEngine(policy_set)
+    embedded = WasmEngine(policy_set)
     opa = OpaEngine(policy_set, OpaConfig(port=opa_sidecar.port, timeout_s=5))
     yield embedded, opa
     opa.close()
@@ -223,7 +245,7 @@ def test_off_shape_policy_is_an_error_in_both_engines(tmp_path, opa_sidecar, sou
     (rego / "aecl" / "main.rego").write_text(source)
     ps = build_policy_set(rego, AGENTS, PolicyConfig(rego_dir=rego))
     doc = policy_input("read_invoice")
-    for engine in (EmbeddedEngine(ps), OpaEngine(ps, OpaConfig(port=opa_sidecar.port, timeout_s=5))):
+    for engine in (WasmEngine(ps), OpaEngine(ps, OpaConfig(port=opa_sidecar.port, timeout_s=5))):
         with pytest.raises((MalformedDecision, PolicyError)):
             parse_decision(engine.evaluate(doc), revision=ps.revision, decision_id="d")
 

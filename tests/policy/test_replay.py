@@ -39,13 +39,21 @@ ACTIONS = ["read_invoice", "read_vendor_profile", "generate_payment_report", "tr
 
 
 def _args(rng: random.Random, action: str) -> dict:
+    """Args that match each tool's args_schema (examples/tools.yaml): a call
+    that does not is refused before any decision, and this log is of decisions."""
     if action == "transfer_funds":
-        amount = rng.choice([10, 1_000, 49_999, 50_000, 50_001, 75_000, 250_000, "100000"])
-        return {"vendor_id": f"V-{rng.randint(1, 9)}", "amount": amount}
+        amount = rng.choice([10, 1_000, 49_999, 50_000, 50_001, 75_000, 250_000, 100_000])
+        return {"vendor_id": f"V-{rng.randint(1, 9)}", "amount": amount, "to_account": "GB00TEST"}
     if action == "read_invoice":
         return {"invoice_id": f"INV-{rng.randint(1, 999)}"}
     if action == "delete_record":
         return {"record_id": f"r{rng.randint(1, 99)}"}
+    if action in ("read_vendor_profile", "generate_payment_report"):
+        return {"vendor_id": "V-17"}
+    if action == "bulk_export":
+        return {"table": "vendors"}
+    if action == "modify_iam_policy":
+        return {"principal": "svc-reports", "grant": ["reports:read"]}
     return {}
 
 
