@@ -203,6 +203,12 @@ class OpaEngine:
     blocking = True
 
     def __init__(self, policy_set: PolicySet, config: OpaConfig, *, _sidecar: _Sidecar | None = None) -> None:
+        if config.bundle is None and policy_set.has_operator_data:
+            # Push mode pushes the modules and data.aecl.config only; rather
+            # than run a policy without the data its tests saw, refuse.
+            raise ConfigError("the policy directory has data files (data.json/data.yaml): with "
+                              "policy.engine: opa they need bundle mode (policy.opa.bundle, built by "
+                              "`aecl policy build`), or use the embedded engine")
         self.revision = policy_set.revision
         self._policy_set = policy_set
         self._config = config

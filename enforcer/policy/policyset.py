@@ -44,6 +44,12 @@ class PolicySet:
     revision: str
     components: dict[str, str] = field(default_factory=dict)  # part -> digest
 
+    @property
+    def has_operator_data(self) -> bool:
+        """Data beside the Rego, beyond AECL's own data.aecl.config."""
+        return any(k != DATA_ROOT[0] for k in self.data) or any(
+            k != DATA_ROOT[1] for k in self.data.get(DATA_ROOT[0], {}))
+
     def changed_since(self, older: PolicySet) -> list[str]:
         """The parts (COMPONENTS) whose content differs from `older`'s."""
         return [c for c in COMPONENTS if self.components.get(c) != older.components.get(c)]

@@ -133,3 +133,8 @@ def test_a_data_file_that_is_not_an_object_is_refused(tmp_path):
     (tmp_path / "data.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must hold a JSON/YAML object"):
         load_data_files(tmp_path)
+
+
+def test_push_mode_refuses_a_policy_with_data_files_instead_of_running_without_them(policy_set):
+    with pytest.raises(ConfigError, match="need bundle mode"):
+        OpaEngine(policy_set, OpaConfig(port=free_port(), timeout_s=1))
