@@ -184,6 +184,54 @@ def bench_execute(args, tmp: Path) -> None:
         svc.wait()
 
 
+def bench_release_gate(args, tmp: Path) -> None:
+    """What the release gate saves, in one run: the approved decision's
+    durable append and the sandbox one after the other (the v1 order) against
+    the sandbox built while the append is fsynced (the tool released once it
+    is durable), with the same runner, log and record."""
+    print("\n== Execute's tail: decision append then sandbox vs both at once (release gate)")
+    from enforcer.audit.keys import generate_keypair, load_signing_key
+    from enforcer.audit.log import AuditLog
+    from enforcer.sandbox.profile import DEFAULT_PROFILE, load_profile
+    from enforcer.sandbox.runner import BwrapRunner
+
+    priv, _ = generate_keypair(tmp / "gate-keys")
+    log = AuditLog(tmp / "gate.jsonl", load_signing_key(priv))
+    runner = BwrapRunner(shutil.which("bwrap") or "/usr/bin/bwrap", load_profile(DEFAULT_PROFILE), 1 << 20)
+    record = {"kind": "bench", "policy_input": {"action": {"name": "noop", "args": {"x": 1}}}, "pad": "x" * 600}
+
+    async def measure() -> tuple[list[float], list[float], list[float]]:
+        appends, serial_s, gated = [], [], []
+        for _ in range(max(4, args.n_exec // 4)):
+            for _ in range(4):
+                t0 = time.perf_counter()
+                await log.append_async(record)
+                appends.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                await log.append_async(record)
+                r = await runner.run(["/bin/cat"], b"{}", 30, None)
+                serial_s.append(time.perf_counter() - t0)
+                assert r.exit_code == 0
+                t0 = time.perf_counter()
+                r = await runner.run(["/bin/cat"], b"{}", 30, None, release=log.append_async(record))
+                gated.append(time.perf_counter() - t0)
+                assert r.exit_code == 0
+        return appends, serial_s, gated
+    try:
+        appends, serial_s, gated = asyncio.run(measure())
+    finally:
+        runner.close()
+        log.close()
+    a, s_, g = (summary("durable audit append alone", appends), summary("append, then sandbox (v1)", serial_s),
+                summary("sandbox with the append as its release gate", gated))
+    line(a)
+    line(s_)
+    line(g, s_, f"   (saves {s_['p50_ms'] - g['p50_ms']:.2f} ms = {(s_['p50_ms'] - g['p50_ms']) / a['p50_ms']:.2f}"
+                " appends)")
+    verdict("release gate saves at least one fsync'd append", s_["p50_ms"] - g["p50_ms"] >= a["p50_ms"],
+            f"{s_['p50_ms'] - g['p50_ms']:.2f} ms vs an append of {a['p50_ms']:.2f} ms")
+
+
 def bench_sandbox(args, tmp: Path) -> None:
     """Sandbox start to exit of /bin/true: the hardening (seccomp, rlimits,
     cgroups, the block-fd handshake) against the same isolation by hand."""
@@ -396,7 +444,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
-    p.add_argument("--only", choices=["decide", "execute", "sandbox", "components", "policy", "audit"],
+    p.add_argument("--only", choices=["decide", "execute", "gate", "sandbox", "components", "policy", "audit"],
                    help="one part (policy: the per-evaluation comparison alone; components includes it)")
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
@@ -410,6 +458,8 @@ def main() -> None:
             bench_decide(args, tmp)
         if args.only in (None, "execute"):
             bench_execute(args, tmp)
+        if args.only in (None, "gate"):
+            bench_release_gate(args, tmp)
         if args.only in (None, "sandbox"):
             bench_sandbox(args, tmp)
         if args.only in (None, "audit"):
