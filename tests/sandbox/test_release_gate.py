@@ -71,9 +71,21 @@ def effect():
     e.close()
 
 
+def _runner_kind(fd: str) -> bool:
+    """Whether an fd is of a kind the runner opens (pipes, pidfds, cgroup
+    files): sockets and files other threads of the test process open (a
+    keep-alive client, a supervised process's log of an earlier test) are
+    not the runner's to close."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False  # closed meanwhile
+    return target.startswith(("pipe:", "anon_inode:[pidfd]", "/sys/fs/cgroup"))
+
+
 def _open_fds() -> set[str]:
     gc.collect()  # objects of earlier tests closing their fds meanwhile
-    return set(os.listdir("/proc/self/fd"))
+    return {fd for fd in os.listdir("/proc/self/fd") if _runner_kind(fd)}
 
 
 async def _no_new_fds(before: set[str]) -> None:
