@@ -23,18 +23,14 @@ from enforcer.errors import ConfigError, EngineUnavailable, PolicyError
 from enforcer.policy.bundle import build_bundle, read_bundle_revision
 from enforcer.policy.decision import parse_decision
 from enforcer.policy.wasm import WasmEngine
-from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
+from enforcer.policy.opa import OpaEngine, OpaProcess, free_port
 from enforcer.policy.policyset import build_policy_set
 from enforcer.server.app import build_components
 from tests.conftest import REPO, write_config
+from tests.policy.opa_helpers import opa_binary
 from tests.policy.test_engines import AGENTS, POLICY, TABLE, policy_input
 
 
-def opa_binary() -> str:
-    try:
-        return find_opa_binary()
-    except Exception as e:  # a missing OPA is a broken setup, never a skip
-        pytest.fail(f"{e}: run scripts/build-opa.sh")
 
 
 @pytest.fixture(scope="module")

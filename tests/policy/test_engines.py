@@ -16,9 +16,10 @@ from enforcer.manifests import AgentManifest, ToolSpec, load_agents, load_regist
 from enforcer.pipeline.policy_input import path_arguments
 from enforcer.policy.decision import parse_decision
 from enforcer.policy.wasm import WasmEngine
-from enforcer.policy.opa import OpaEngine, OpaProcess, find_opa_binary, free_port
+from enforcer.policy.opa import OpaEngine, OpaProcess, free_port
 from enforcer.policy.policyset import build_policy_set
 from tests.conftest import EXAMPLES, REPO
+from tests.policy.opa_helpers import opa_binary
 
 REGISTRY = load_registry(EXAMPLES / "tools.yaml")
 # Tools the example registry does not ship: one whose only risk flag is its
@@ -37,11 +38,6 @@ AGENTS = {
 POLICY = PolicyConfig(rego_dir=REPO / "rego")
 
 
-def opa_binary() -> str:
-    try:
-        return find_opa_binary()
-    except Exception as e:  # a missing OPA is a broken setup, never a skip
-        pytest.fail(f"{e} (make test builds it)")
 
 
 def policy_input(action, args=None, *, agent="finance_agent_v2", untrusted=False, calls=0,

@@ -16,7 +16,7 @@ import requests
 from enforcer.config import OpaConfig
 from enforcer.errors import EngineUnavailable, PolicyError
 from enforcer.policy.decision import parse_decision
-from enforcer.policy.opa import OpaEngine, OpaProcess, free_port
+from enforcer.policy.opa import OpaEngine
 from tests.policy.opa_helpers import (
     ALLOW,
     BROKEN,
@@ -28,19 +28,10 @@ from tests.policy.opa_helpers import (
     call,
     from_nth_policy_write,
     only_nth_policy_write,
-    opa_binary,
     pushed,
     sidecar_runs,
     write_rego,
 )
-
-
-@pytest.fixture
-def sidecar():
-    proc = OpaProcess(opa_binary(), "127.0.0.1", free_port())
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 from enforcer.config import OpaConfig
 from enforcer.errors import EngineUnavailable
-from enforcer.policy.opa import OpaEngine, OpaProcess, free_port
-from tests.policy.opa_helpers import ALLOW, MAIN, build, call, opa_binary, write_rego
+from enforcer.policy.opa import OpaEngine
+from tests.policy.opa_helpers import ALLOW, MAIN, build, call, write_rego
 
 
 class Relay:
@@ -83,14 +83,6 @@ class Relay:
     def close(self) -> None:
         self.cut()
         self._server.close()
-
-
-@pytest.fixture
-def sidecar():
-    proc = OpaProcess(opa_binary(), "127.0.0.1", free_port())
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
