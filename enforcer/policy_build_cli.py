@@ -25,8 +25,8 @@ def _cmd_policy_build(args: argparse.Namespace) -> int:
 def add_build_parser(psub: argparse._SubParsersAction) -> None:
     b = psub.add_parser(
         "build", help="build an OPA bundle of the service's policy set",
-        description="Compile the policy set exactly as `aecl serve` does (Rego modules from policy.rego_dir, "
-                    "agent manifests and risk/HITL settings as data.aecl.config) and write it as a standard "
+        description="Compile the policy set exactly as `aecl serve` does (Rego modules and data files from "
+                    "policy.rego_dir, agent manifests and risk/HITL settings as data.aecl.config) and write it as a standard "
                     "OPA bundle (.tar.gz with /.manifest, /data.json and the non-test modules). The bundle's "
                     "revision is the policy revision the service reports; the output is byte-identical for "
                     "the same inputs. Serve it to OPA sidecars (bundle plugin) and set policy.opa.bundle so "

@@ -78,8 +78,8 @@ def add_replay_parser(psub: argparse._SubParsersAction) -> None:
         "replay", help="show which past decisions a candidate policy would change",
         description="Re-evaluate the recorded policy inputs of an audit log under a candidate policy and list "
                     "every decision whose outcome would change (approve -> block, escalate -> approve, ...). "
-                    "The candidate is the Rego in --policy plus the data compiled from --config's agent "
-                    "manifests and risk/HITL settings, as `aecl serve` builds it. An engine error under the "
+                    "The candidate is the Rego and data files in --policy plus the data compiled from "
+                    "--config's agent manifests and risk/HITL settings, as `aecl serve` builds it. An engine error under the "
                     "candidate counts as block (fail closed). Decisions that keep their outcome but change "
                     "gate or reason are counted separately. Entries logged without policy_input are skipped "
                     "and listed. A line that is not a JSON audit entry stops the replay with an error naming "
