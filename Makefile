@@ -28,12 +28,15 @@ setup-dev:
 # config's directory), printed for the shell; a bad config is one line, no traceback.
 SIGNING_KEY_OF = $(PY) -c 'import os, sys, pathlib; sys.excepthook = lambda t, e, tb: (print(f"make: {e}", file=sys.stderr), os._exit(2)); from enforcer.config import load_config; print(load_config(pathlib.Path(sys.argv[1])).audit.signing_key)'
 
-# Creates the key pair CONFIG names, if it does not exist yet.
+# Creates the audit key pair CONFIG names if it does not exist yet, then the
+# token key and a first API key per principal (var/credentials/ for the demo).
 keys: setup
 	@key=$$($(SIGNING_KEY_OF) '$(CONFIG)') || exit 2; \
-	[ -f "$$key" ] && exit 0; \
-	[ "$$(basename "$$key")" = audit.key ] || { echo "make keys: $(CONFIG) names the signing key $$key; 'aecl keygen --out DIR' writes DIR/audit.key: point audit.signing_key at such a file, or create the key yourself" >&2; exit 2; }; \
-	$(AECL) keygen --out "$$(dirname "$$key")"
+	if [ ! -f "$$key" ]; then \
+	  [ "$$(basename "$$key")" = audit.key ] || { echo "make keys: $(CONFIG) names the signing key $$key; 'aecl keygen --out DIR' writes DIR/audit.key: point audit.signing_key at such a file, or create the key yourself" >&2; exit 2; }; \
+	  $(AECL) keygen --out "$$(dirname "$$key")" || exit 2; \
+	fi; \
+	$(AECL) --log-level WARNING credentials demo --config '$(CONFIG)'
 
 # make run [CONFIG=path/to/aecl.yaml] [LISTEN=host:port] [METRICS_LISTEN=host:port|off]
 # The service prints what it serves (addresses as bound, audit log, engine, policy).

@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit_cli.add_parsers(sub)
 
+    from enforcer.credentials_cli import add_admin_parser, add_credentials_parser
+    from enforcer.identity.certs import add_certs_parser
+
+    add_credentials_parser(sub)
+    add_admin_parser(sub)
+    add_certs_parser(sub)
+
     decide_cli.add_parser(sub, DEFAULT_CONFIG)
 
     pol = sub.add_parser("policy", help="policy authoring tools")

@@ -24,6 +24,7 @@ from pydantic import (
 
 from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
+from enforcer.identity.models import HumanPrincipal, PrincipalName
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 # The validation context key load_config sets: the config file's directory.
@@ -191,6 +192,68 @@ class MetricsConfig(_Strict):
     listen: str | None = None
 
 
+class IdentityConfig(_Strict):
+    """Who may call: agents (their manifests), approvers and administrators,
+    and the key that signs task tokens."""
+
+    # This service's name: the issuer and audience of its task tokens. A
+    # token minted for another service id is refused.
+    service_id: PrincipalName = "aecl"
+    # Ed25519 private key (PEM, mode 0600) that signs task tokens; never the
+    # audit key. `aecl credentials init` makes one.
+    token_signing_key: ConfigPath
+    # Where `aecl credentials` keeps key hashes (hashes/<kind>.<id>.yaml),
+    # outside git; read at start-up and on every reload.
+    credentials_dir: ConfigPath | None = None
+    approvers: list[HumanPrincipal] = []
+    admins: list[HumanPrincipal] = []
+    # Verified tokens remembered (by their exact text) so that a repeated
+    # token costs a lookup, not a signature check; times and revocation are
+    # checked on every call.
+    token_cache_size: int = Field(default=10_000, ge=0)
+
+    @model_validator(mode="after")
+    def _one_id_per_role(self) -> IdentityConfig:
+        for role in ("approvers", "admins"):
+            ids = [p.id for p in getattr(self, role)]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"{role}: {', '.join(dupes)} listed more than once")
+        return self
+
+
+class TlsConfig(_Strict):
+    """TLS on the gRPC port; mTLS when client_ca is set."""
+
+    cert: ConfigPath
+    key: ConfigPath
+    # mTLS: every client must present a certificate signed by this CA. A
+    # verified certificate whose identity a manifest or the config names
+    # proves that principal without an API key; API keys still work on top.
+    # (Required, not optional: grpcio cannot ask for a certificate without
+    # demanding one, so an "optional" certificate would never be seen.)
+    client_ca: ConfigPath | None = None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def transport_problem(listen: str, tls: TlsConfig | None, plaintext: bool) -> str | None:
+    """Why this listen/transport combination is refused, or None. Plaintext
+    only on loopback, only when asked for; checked at load and again when
+    the server binds (a --listen override skips the model's validation)."""
+    host = listen.rpartition(":")[0]
+    if tls is not None and plaintext:
+        return "plaintext: cannot be true when tls is configured"
+    if tls is None and not plaintext:
+        return ("tls: not configured; set tls.cert and tls.key (`aecl certs dev --out DIR` makes development "
+                "certificates), or `plaintext: true` on a loopback listen address for local development")
+    if plaintext and not (host in LOOPBACK_HOSTS or host.startswith("127.")):
+        return (f"plaintext: allowed only on a loopback address, not {listen!r}; configure tls to listen "
+                "beyond this host")
+    return None
+
+
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
     agents_dir: ConfigPath
@@ -198,9 +261,20 @@ class ServiceConfig(_Strict):
     policy: PolicyConfig
     audit: AuditConfig
     state: StateConfig
+    identity: IdentityConfig
+    tls: TlsConfig | None = None
+    # Serve without TLS: development on a loopback address only (warned at start-up).
+    plaintext: bool = False
     sandbox: SandboxConfig = SandboxConfig()
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _transport(self) -> ServiceConfig:
+        problem = transport_problem(self.listen, self.tls, self.plaintext)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 def load_config(path: Path) -> ServiceConfig:

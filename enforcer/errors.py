@@ -52,6 +52,37 @@ class PermissionDenied(AeclError):
     code = "permission_denied"
 
 
+class Unauthenticated(AeclError):
+    """The caller did not prove who it is: a missing, malformed, expired,
+    forged or revoked token or credential. `reason` is the stable label of
+    `aecl_auth_refusals_total` and of the `auth_refused` audit entry; the
+    message never carries the secret."""
+
+    code = "unauthenticated"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotAuthorised(PermissionDenied):
+    """The caller proved who it is, but that identity may not make this call:
+    a token used for another agent or task, an agent calling AdminService."""
+
+    code = "not_authorised"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TaskOver(AeclError):
+    """The task has ended (its task-loop timeout passed, or it was revoked):
+    nothing more can be done in it, a token cannot be renewed."""
+
+    code = "task_over"
+
+
 class ResourceExhausted(AeclError):
     """A service-wide bound is reached (e.g. concurrent sandboxes); retry later."""
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from enforcer._yaml import describe_validation_error, read_document
 from enforcer.errors import ConfigError
+from enforcer.identity.models import AgentCredentials
 from enforcer.sandbox.profile import SandboxOverrides
 
 _NAME = r"[A-Za-z][A-Za-z0-9_.:-]{0,127}"
@@ -43,8 +44,13 @@ class AgentManifest(_Strict):
     blocked_actions: list[Name] = []
     # action -> rule, e.g. transfer_funds: requires_human_approval
     context_rules: dict[Name, Name] = {}
+    # Bound into every task token of the agent (claim `scope`).
     credential_scope: list[str] = []
+    # Lifetime of one task token (never past the task's own expiry).
     token_ttl_seconds: int = Field(default=900, gt=0)
+    # How the agent proves who it is. Not part of the policy data: hashes
+    # and certificate names are for authentication, not for Rego.
+    credentials: AgentCredentials = AgentCredentials()
     max_tool_calls_per_run: int = Field(default=50, gt=0)
     auto_approve_threshold: float = Field(default=0.6, ge=0, le=1)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Container
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from enforcer.audit.records import CallFields, DecisionRecord, PolicyReload, Record, RejectedRecord
+from enforcer.audit.records import AuthRefused, CallFields, DecisionRecord, PolicyReload, Record, RejectedRecord
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -37,6 +37,10 @@ class Metrics:
             "aecl_errors_total", "Requests refused with an error, by the error's stable code "
             "(enforcer.errors; the same code as in the gRPC status details and the audit record).",
             ["code"], registry=self.registry)
+        self.auth_refusals = Counter(
+            "aecl_auth_refusals_total", "Calls refused by authentication, by reason (missing_token, expired, "
+            "bad_signature, wrong_agent, wrong_role, revoked, ...; the `refusal` of the auth_refused entry).",
+            ["reason"], registry=self.registry)
         self.audit_failed = Gauge(
             "aecl_audit_log_failed", "1 once the audit log refuses appends (the service then refuses "
             "every call); 0 while it is healthy.", registry=self.registry)
@@ -50,6 +54,8 @@ class Metrics:
             return  # the writer's own records (checkpoints, key transitions)
         agent = record.agent_id if record.agent_id in self._known() else "unknown"
         self.actions.labels(agent, record.KIND, record.outcome).inc()
+        if isinstance(record, AuthRefused):
+            self.auth_refusals.labels(record.refusal).inc()
         if isinstance(record, RejectedRecord) and record.error_code:
             self.errors.labels(record.error_code).inc()
         if isinstance(record, DecisionRecord):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from enforcer.config import DEFAULT_CONFIG
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+from enforcer.connect import add_connection_options, call_admin
 DEFAULT_REGO = "rego"
 
 # -- aecl policy replay -----------------------------------------------------------
@@ -252,36 +252,6 @@ def add_check_parser(psub: argparse._SubParsersAction) -> None:
 # -- aecl policy status / reload (AdminService) -----------------------------------------
 
 
-def _admin(address: str, timeout_s: float):
-    import grpc
-
-    from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
-    from enforcer.errors import AeclError
-
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout_s)
-    except grpc.FutureTimeoutError:
-        channel.close()
-        raise AeclError(f"nothing answers at {address} within {timeout_s:g}s: is `aecl serve` running there? "
-                        "(set the address with --address)") from None
-    return channel, pb_grpc.AdminServiceStub(channel)
-
-
-def _call(address: str, timeout_s: float, method: str, request):
-    import grpc
-
-    from enforcer.errors import AeclError
-
-    channel, stub = _admin(address, timeout_s)
-    try:
-        return getattr(stub, method)(request, timeout=timeout_s)
-    except grpc.RpcError as e:
-        raise AeclError(f"{address}: {method} failed: {e.code().name}: {e.details()}") from None
-    finally:
-        channel.close()
-
-
 def _reload_doc(r) -> dict:
     return {"applied": r.applied, "old_revision": r.old_revision, "new_revision": r.new_revision,
             "message": r.message}
@@ -294,7 +264,7 @@ def _rejected(r) -> bool:
 def cmd_policy_status(args: argparse.Namespace) -> int:
     from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 
-    s = _call(args.address, args.timeout, "GetPolicyStatus", pb.GetPolicyStatusRequest())
+    s = call_admin(args, "GetPolicyStatus", pb.GetPolicyStatusRequest())
     has_reload = s.HasField("last_reload")
     at = s.last_reload_at.ToDatetime().isoformat() + "Z" if s.HasField("last_reload_at") else None
     if args.json:
@@ -320,7 +290,7 @@ def cmd_policy_status(args: argparse.Namespace) -> int:
 def cmd_policy_reload(args: argparse.Namespace) -> int:
     from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 
-    r = _call(args.address, args.timeout, "ReloadPolicy", pb.ReloadPolicyRequest())
+    r = call_admin(args, "ReloadPolicy", pb.ReloadPolicyRequest())
     if args.json:
         print(json.dumps({"address": args.address, **_reload_doc(r), "rejected": _rejected(r)}, indent=2))
     else:
@@ -331,10 +301,7 @@ def cmd_policy_reload(args: argparse.Namespace) -> int:
 
 
 def _add_admin_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
-                   help=f"the service's gRPC address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="give up after this long (default 10)")
+    add_connection_options(p)
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 

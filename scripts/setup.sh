@@ -46,7 +46,7 @@ if [ ! -x .venv/bin/python ] || { [ "$have" != "$hash[dev]" ] && [ "$have" != "$
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
   say "installing Python dependencies into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import enforcer, grpc, wasmtime" || { say "Python install failed"; exit 1; }
+  .venv/bin/python -c "import enforcer, grpc, wasmtime, pyseto" || { say "Python install failed"; exit 1; }
   echo "$hash$extras" > "$stamp"
 fi
 

@@ -16,6 +16,9 @@ import yaml
 
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import generate_keypair
+from enforcer.config import load_config
+from enforcer.identity.provision import provision_demo
+from tests.auth_client import AgentAuth, BearerKey
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -34,7 +37,9 @@ def keypair(tmp_path: Path) -> tuple[Path, Path]:
 
 def write_config(directory: Path, **overrides) -> Path:
     """A service config over the example manifests and registry, with its
-    state, keys and log under `directory`."""
+    state, keys, log and credentials under `directory`: a token key, and an
+    API key for every agent manifest, the approver and the admin
+    (<directory>/credentials/<id>.key), as `make run` makes them."""
     directory.mkdir(parents=True, exist_ok=True)
     keys = directory / "keys"
     if not (keys / "audit.key").exists():
@@ -46,6 +51,10 @@ def write_config(directory: Path, **overrides) -> Path:
         "policy": {"engine": "embedded", "rego_dir": str(REPO / "rego")},
         "audit": {"path": str(directory / "audit.jsonl"), "signing_key": str(keys / "audit.key")},
         "state": {"sqlite_path": str(directory / "state.db")},
+        "plaintext": True,
+        "identity": {"token_signing_key": str(keys / "token.key"),
+                     "credentials_dir": str(directory / "credentials"),
+                     "approvers": [{"id": "approver"}], "admins": [{"id": "admin"}]},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -54,7 +63,20 @@ def write_config(directory: Path, **overrides) -> Path:
             config[key] = value
     path = directory / "aecl.yaml"
     path.write_text(yaml.safe_dump(config))
+    provision(path)
     return path
+
+
+def provision(config_path: Path) -> None:
+    """Keys for every principal that has none yet (after adding a manifest, say)."""
+    loaded = load_config(config_path)
+    if loaded.agents_dir.is_dir() and loaded.identity.credentials_dir is not None:
+        provision_demo(loaded)
+
+
+def read_keys(credentials_dir: Path) -> dict[str, str]:
+    """id -> API key of every <id>.key file."""
+    return {p.stem: p.read_text().strip() for p in sorted(credentials_dir.glob("*.key"))}
 
 
 class Service:
@@ -72,13 +94,27 @@ class Service:
             [sys.executable, "-m", "enforcer", "serve", "--config", str(config_path)],
             stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "wb"), env=env, cwd=REPO,
         )
+        self.credentials_dir = Path(self.config["identity"]["credentials_dir"])
         self.channel = grpc.insecure_channel(self.address)
         try:
             grpc.channel_ready_future(self.channel).result(timeout=30)
         except grpc.FutureTimeoutError:
             self.stop()
             raise RuntimeError(f"service did not start: {self.stderr_path.read_text()}") from None
-        self.stub = pb_grpc.EnforcerServiceStub(self.channel)
+        # `stub` authenticates like an agent (its key for StartTask, then the
+        # task's token); `bare` sends only what a test gives it.
+        self.auth = AgentAuth(read_keys(self.credentials_dir))
+        self.stub = pb_grpc.EnforcerServiceStub(grpc.intercept_channel(self.channel, self.auth))
+        self.bare = pb_grpc.EnforcerServiceStub(self.channel)
+        self.admin = pb_grpc.AdminServiceStub(grpc.intercept_channel(self.channel, BearerKey(self.key("admin"))))
+
+    def key(self, principal_id: str) -> str:
+        """The API key `make run`-style provisioning wrote for a principal."""
+        return (self.credentials_dir / f"{principal_id}.key").read_text().strip()
+
+    def refresh_keys(self) -> None:
+        """After provisioning keys for agents added while running."""
+        self.auth.keys.update(read_keys(self.credentials_dir))
 
     def log_lines(self) -> list[str]:
         return self.audit_path.read_text().splitlines()

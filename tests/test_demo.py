@@ -18,12 +18,17 @@ def run_demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_demo_plays_the_whole_story(tmp_path):
     svc = Service(write_config(tmp_path))
     try:
-        r = run_demo("--target", svc.address)
+        r = run_demo("--target", svc.address, "--key-file", str(svc.credentials_dir / "finance_agent_v2.key"))
+        log = "\n".join(svc.log_lines())
     finally:
         svc.stop()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PENDING_APPROVAL" in r.stdout and "BLOCK" in r.stdout
-    assert "SUCCEEDED" in r.stdout and "unknown agent 'rogue_agent'" in r.stdout
+    assert "SUCCEEDED" in r.stdout
+    assert "PERMISSION_DENIED" in r.stdout and "UNAUTHENTICATED" in r.stdout
+    # Both refusals are in the log; the key is not.
+    assert '"refusal":"wrong_agent"' in log.replace(" ", "") and '"refusal":"bad_signature"' in log.replace(" ", "")
+    assert svc.key("finance_agent_v2") not in log + r.stdout
     assert "aecl verify --log var/audit.jsonl --pubkey var/keys/audit.pub" in r.stdout
     assert "\033[" not in r.stdout  # no colour codes when stdout is not a tty
 
@@ -34,7 +39,15 @@ def test_demo_help_exits_zero():
     assert "--target" in r.stdout and "--timeout" in r.stdout
 
 
-def test_demo_without_a_service_says_make_run():
-    r = run_demo("--target", f"127.0.0.1:{free_port()}", "--timeout", "1", timeout=30)
+def test_demo_without_a_key_says_make_run(tmp_path):
+    r = run_demo("--key-file", str(tmp_path / "none.key"), timeout=30)
+    assert r.returncode == 2
+    assert "make run" in r.stdout + r.stderr and "none.key" in r.stderr
+
+
+def test_demo_without_a_service_says_make_run(tmp_path):
+    key = tmp_path / "k.key"
+    key.write_text("aecl_000000000000_x\n")
+    r = run_demo("--target", f"127.0.0.1:{free_port()}", "--timeout", "1", "--key-file", str(key), timeout=30)
     assert r.returncode == 2
     assert "make run" in r.stdout + r.stderr

@@ -99,7 +99,8 @@ def test_the_walkthrough_prints_what_the_readme_shows(service, tmp_path):
     assert mask(got, tmp_path) == mask(expected, tmp_path)
 
     # make demo: everything from the part the README quotes.
-    demo = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--target", address],
+    demo = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--target", address,
+                           "--key-file", str(tmp_path / "var" / "credentials" / "finance_agent_v2.key")],
                           capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     expected = after_ellipsis(blocks[1][0][1])

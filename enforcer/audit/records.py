@@ -54,7 +54,15 @@ class Principal:
 
     kind: Literal["agent", "approver", "admin", "service", "anonymous"]
     id: str
+    # How it proved it: the API key's id, or the client certificate's
+    # fingerprint ("sha256:..."); with a task token, also the token's id.
     key_id: str | None = None
+    cert_fingerprint: str | None = None
+    token_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "key_id": self.key_id,
+                "cert_fingerprint": self.cert_fingerprint, "token_id": self.token_id}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +86,7 @@ class Header:
         for name in _field_names(type(self)):
             value = getattr(self, name)
             if isinstance(value, Principal):
-                value = {"kind": value.kind, "id": value.id, "key_id": value.key_id}
+                value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
             out[name] = value
@@ -106,6 +114,52 @@ class CallFields(Header):
 class TaskStarted(CallFields):
     KIND: ClassVar[str] = "task_started"
     kind: Literal["task_started"] = "task_started"
+    # The task token issued with the task (its id, never the token).
+    token_id: str | None = None
+    token_expires_at: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenRenewed(CallFields):
+    """A new task token for a live task (RenewTaskToken)."""
+
+    KIND: ClassVar[str] = "token_renewed"
+    kind: Literal["token_renewed"] = "token_renewed"
+    token_id: str
+    token_expires_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthRefused(CallFields):
+    """A call refused by authentication, before the pipeline: no valid
+    proof of identity (UNAUTHENTICATED), or a proven identity that may not
+    make this call (PERMISSION_DENIED). agent_id and task_id are what the
+    request claimed; the header's principal is set only when one was proven.
+    Never the token or the key."""
+
+    KIND: ClassVar[str] = "auth_refused"
+    kind: Literal["auth_refused"] = "auth_refused"
+    # The stable label (aecl_auth_refusals_total{reason}), e.g. expired.
+    refusal: str
+    status: Literal["UNAUTHENTICATED", "PERMISSION_DENIED"]
+    peer: str = ""
+    key_id: str | None = None
+    token_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevocationRecord(CallFields):
+    """A task or an agent revoked by an administrator (the header's
+    principal). For an agent: every task, token, key and certificate it held
+    at `revoked_at`."""
+
+    KIND: ClassVar[str] = "revocation"
+    kind: Literal["revocation"] = "revocation"
+    target: Literal["task", "agent"]
+    target_id: str
+    revoked_at: str
+    tasks_revoked: tuple[str, ...] = ()
+    approvals_cancelled: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,12 +262,13 @@ class ServiceRecord(Header):
     pid: int = 0
 
 
-Record = (TaskStarted | DecisionRecord | ExecutionRecord | RejectedRecord | PolicyReload
-          | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
+Record = (TaskStarted | TokenRenewed | DecisionRecord | ExecutionRecord | RejectedRecord | AuthRefused
+          | RevocationRecord | PolicyReload | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
 KINDS: dict[str, type] = {cls.KIND: cls for cls in
-                          (TaskStarted, DecisionRecord, ExecutionRecord, RejectedRecord, PolicyReload,
-                           CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
-CALL_KINDS = frozenset({"task_started", "decision", "execution", "rejected", "policy_reload"})
+                          (TaskStarted, TokenRenewed, DecisionRecord, ExecutionRecord, RejectedRecord, AuthRefused,
+                           RevocationRecord, PolicyReload, CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
+CALL_KINDS = frozenset({"task_started", "token_renewed", "decision", "execution", "rejected", "auth_refused",
+                        "revocation", "policy_reload"})
 
 
 @cache

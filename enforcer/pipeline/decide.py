@@ -41,8 +41,8 @@ async def decide(req: CallRequest, active: ActivePolicy, admitted: Admitted, now
     explained = decision.explanation()  # the Decision's fields, listed once (policy/decision.py)
     explained["policy_applied"] = explained.pop("policy_revision")
     record = DecisionRecord(
-        timestamp=timestamp(now), agent_id=req.agent_id, task_id=req.task_id, rpc=req.rpc,
-        action_name=req.tool, input_payload=payload(req), latency_ms=_ms(t0), **explained,
+        timestamp=timestamp(now), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
+        rpc=req.rpc, action_name=req.tool, input_payload=payload(req), latency_ms=_ms(t0), **explained,
         # The complete input, so `aecl policy replay` can re-decide this call
         # under a candidate policy exactly as it was decided here.
         policy_input=policy_input,

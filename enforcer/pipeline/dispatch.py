@@ -76,5 +76,6 @@ class Dispatch:
         except StoreError as e:
             await self.journal.append(rejected_record(
                 req.rpc, req.agent_id, req.task_id, req.tool, payload(req), e, now=self.clock(),
-                policy_revision=decision.policy_revision, t0=t0, decision_id=decision.decision_id))
+                policy_revision=decision.policy_revision, t0=t0, decision_id=decision.decision_id,
+                principal=req.principal))
             raise

@@ -61,8 +61,12 @@ def path_arguments(args: dict[str, Any], tool: ToolSpec) -> dict[str, dict[str, 
 
 
 def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float) -> dict[str, Any]:
+    p = req.principal
     return {
         "agent_id": req.agent_id,
+        # Who proved to be calling (authentication), or null for an
+        # in-process caller; Rego may decide on it (rego/aecl/identity.rego).
+        "principal": None if p is None else {"kind": p.kind, "id": p.id},
         "action": {"name": req.tool, "args": req.args},
         "tool": {
             "access": tool.access,

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from enforcer.audit.log import Appended
+from enforcer.audit.records import Principal
 from enforcer.policy.decision import Decision
 
 Rpc = Literal["StartTask", "Decide", "Execute"]
+# Who is really calling, as the authenticator proved it (never the request's
+# say); None only for in-process callers without a transport (tests, CLI).
+MaybePrincipal = Principal | None
 Status = Literal["succeeded", "blocked", "pending_approval", "failed"]
 
 
@@ -17,6 +21,14 @@ class StartTaskRequest:
     agent_id: str
     declared_goal: str
     declared_actions: tuple[str, ...]
+    principal: MaybePrincipal = None
+
+
+@dataclass(frozen=True)
+class RenewRequest:
+    agent_id: str
+    task_id: str
+    principal: MaybePrincipal = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class CallRequest:
     # time.monotonic() at which the caller stops waiting (its RPC deadline),
     # so a cancellation can be logged as a deadline or a client's cancel.
     deadline: float | None = None
+    principal: MaybePrincipal = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,22 @@ class TaskStarted:
     expires_at: float
     event_id: str
     appended: Appended | None = None
+    token: str = ""  # empty when the pipeline issues no tokens (in-process use)
+    token_expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenRenewed:
+    token: str
+    token_expires_at: float
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Revoked:
+    event_id: str
+    tasks_revoked: tuple[str, ...]
+    approvals_cancelled: int
 
 
 @dataclass(frozen=True)

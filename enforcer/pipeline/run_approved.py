@@ -127,8 +127,9 @@ class RunApproved:
                    sandbox_id: str | None = None):
         r = result
         record = ExecutionRecord(
-            timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, rpc=req.rpc,
-            action_name=req.tool, input_payload={"args": req.args}, policy_applied=decision.policy_revision,
+            timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
+            rpc=req.rpc, action_name=req.tool, input_payload={"args": req.args},
+            policy_applied=decision.policy_revision,
             risk_score=decision.risk_score, outcome=status, reason=error or "tool succeeded",
             latency_ms=round((time.perf_counter() - t0) * 1000, 3), decision_id=decision.decision_id,
             sandbox_id=(r.sandbox_id or None) if r else sandbox_id,

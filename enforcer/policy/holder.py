@@ -9,7 +9,8 @@ reference swap: no call is lost or sees half a policy.
 
 Reloadable (RELOADABLE): the Rego modules under policy.rego_dir, the agent
 manifests, the tool registry, and policy.risk, policy.hitl, policy.mode and
-policy.shadow_agents. Everything else in the configuration (listen
+policy.shadow_agents, and the approvers and admins of the identity config
+with every key hash (manifests, config, identity.credentials_dir). Everything else in the configuration (listen
 addresses, audit, state, sandbox, limits, metrics, the engine and its OPA
 settings, the reload settings themselves) is read once at start-up: a change
 to it is reported by the reload as needing a restart, and not applied.
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from enforcer.identity.directory import Directory
 from enforcer.manifests import AgentManifest, ToolRegistry
 from enforcer.policy.engine import PolicyEngine
 from enforcer.policy.policyset import PolicySet
 
 # Config keys a reload applies; the rest need a restart.
 RELOADABLE = ("agents_dir", "tool_registry", "policy.rego_dir", "policy.risk", "policy.hitl", "policy.mode",
-              "policy.shadow_agents")
+              "policy.shadow_agents", "identity.approvers", "identity.admins")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class ActivePolicy:
     agents: dict[str, AgentManifest]
     shadow_all: bool = False
     shadow_agents: frozenset[str] = frozenset()
+    # Who holds which key or certificate (manifests, config, credentials_dir).
+    directory: Directory = Directory()
 
     @property
     def revision(self) -> str:

@@ -131,7 +131,7 @@ def _merge(into: dict[str, Any], doc: dict[str, Any], at: tuple[str, ...], path:
 
 def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig) -> dict[str, Any]:
     config = {
-        "agents": {aid: m.model_dump(mode="json") for aid, m in sorted(agents.items())},
+        "agents": {aid: m.model_dump(mode="json", exclude={"credentials"}) for aid, m in sorted(agents.items())},
         "risk": policy.risk.model_dump(mode="json"),
         "hitl": policy.hitl.model_dump(mode="json"),
     }

@@ -26,8 +26,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from enforcer.audit.records import Principal
 from enforcer.config import ServiceConfig
 from enforcer.errors import AeclError, ConfigError
+from enforcer.identity.directory import Directory, build_directory
 from enforcer.manifests import AgentManifest, ToolRegistry, load_agents, load_registry
 from enforcer.policy.engine import PolicyEngine, create_engine
 from enforcer.policy.holder import RELOADABLE, ActivePolicy, PolicyHolder
@@ -45,12 +47,16 @@ class LoadedPolicy:
     agents: dict[str, AgentManifest]
     registry: ToolRegistry
     policy_set: PolicySet
+    directory: Directory
 
 
 def service_secrets(config: ServiceConfig) -> list[Path]:
-    """What no sandbox may ever see: signing keys, the log, the state."""
-    a = config.audit
-    return [p for p in (a.signing_key, a.previous_signing_key, a.path, a.checkpoint_path, config.state.sqlite_path)
+    """What no sandbox may ever see: signing keys, the log, the state, the
+    token key and the credentials (keys of the demo, hashes)."""
+    a, i = config.audit, config.identity
+    tls = config.tls
+    return [p for p in (a.signing_key, a.previous_signing_key, a.path, a.checkpoint_path, config.state.sqlite_path,
+                        i.token_signing_key, i.credentials_dir, tls.key if tls else None)
             if p is not None]
 
 
@@ -63,7 +69,10 @@ def load_policy_set(config: ServiceConfig) -> LoadedPolicy:
             check_tools_dir(registry.tools_dir, service_secrets(config))
         except ValueError as e:
             raise ConfigError(f"{config.tool_registry}: {e}") from None
-    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy, registry))
+    ident = config.identity
+    directory = build_directory(agents, ident.approvers, ident.admins, ident.credentials_dir)
+    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy, registry),
+                        directory)
 
 
 def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
@@ -83,6 +92,7 @@ def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
         agents=loaded.agents,
         shadow_all=config.policy.mode == "shadow",
         shadow_agents=frozenset(config.policy.shadow_agents),
+        directory=loaded.directory,
     )
 
 
@@ -109,7 +119,10 @@ def warn_if_reloads_need_opa(config: ServiceConfig) -> None:
 
 
 def watched_paths(config: ServiceConfig) -> list[Path]:
-    return [config.policy.rego_dir, config.agents_dir, config.tool_registry]
+    paths = [config.policy.rego_dir, config.agents_dir, config.tool_registry]
+    if config.identity.credentials_dir is not None:
+        paths.append(config.identity.credentials_dir / "hashes")
+    return paths
 
 
 def fingerprint(paths: Iterable[Path], extra: Iterable[Path] = ()) -> str:
@@ -166,8 +179,10 @@ class ReloadResult:
     message: str
     at: float = field(default_factory=time.time)
     # Which parts of the policy set differ (policyset.COMPONENTS), and
-    # "mode" for a change of shadow settings.
+    # "mode" for a change of shadow settings, "credentials" for key hashes.
     changed: tuple[str, ...] = ()
+    # Who asked (an administrator over AdminService); None: the service itself.
+    by: Principal | None = None
 
 
 def needs_restart(old: ServiceConfig, new: ServiceConfig) -> list[str]:
@@ -176,9 +191,9 @@ def needs_restart(old: ServiceConfig, new: ServiceConfig) -> list[str]:
     a, b = old.model_dump(), new.model_dump()
     changed = []
     for key in sorted(set(a) | set(b)):
-        if key == "policy":
-            changed += [f"policy.{k}" for k in sorted(set(a[key]) | set(b[key]))
-                        if a[key].get(k) != b[key].get(k) and f"policy.{k}" not in RELOADABLE]
+        if key in ("policy", "identity"):
+            changed += [f"{key}.{k}" for k in sorted(set(a[key]) | set(b[key]))
+                        if a[key].get(k) != b[key].get(k) and f"{key}.{k}" not in RELOADABLE]
         elif a.get(key) != b.get(key) and key not in RELOADABLE:
             changed.append(key)
     return changed
@@ -207,7 +222,7 @@ class PolicyReloader:
         self.last: ReloadResult | None = None
         self._retired: list[PolicyEngine] = []
 
-    async def reload(self, trigger: str) -> ReloadResult:
+    async def reload(self, trigger: str, by: Principal | None = None) -> ReloadResult:
         async with self._lock:
             current = self.holder.current
             try:
@@ -220,6 +235,8 @@ class PolicyReloader:
                 parts = candidate.policy_set.changed_since(current.policy_set)
                 if (candidate.shadow_all, candidate.shadow_agents) != (current.shadow_all, current.shadow_agents):
                     parts.append("mode")
+                if candidate.directory.digest != current.directory.digest:
+                    parts.append("credentials")
                 changed = bool(parts) or candidate.revision != current.revision
                 restart = needs_restart(self._config, config)
                 if restart:
@@ -244,6 +261,7 @@ class PolicyReloader:
                     if candidate.shadow_all or candidate.shadow_agents:
                         log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
                                     "every agent" if candidate.shadow_all else sorted(candidate.shadow_agents))
+            result.by = by
             self.last = result
             if result.message != "policy unchanged":
                 await self._record(result)
@@ -300,7 +318,9 @@ class PolicyReloader:
 def _with_reloadable(running: ServiceConfig, candidate: ServiceConfig) -> ServiceConfig:
     """The running configuration with only the reloadable settings taken
     from the candidate."""
-    policy = running.policy.model_copy(update={k.split(".", 1)[1]: getattr(candidate.policy, k.split(".", 1)[1])
-                                               for k in RELOADABLE if k.startswith("policy.")})
-    return running.model_copy(update={"agents_dir": candidate.agents_dir,
-                                      "tool_registry": candidate.tool_registry, "policy": policy})
+    update: dict = {"agents_dir": candidate.agents_dir, "tool_registry": candidate.tool_registry}
+    for section in ("policy", "identity"):
+        keys = [k.split(".", 1)[1] for k in RELOADABLE if k.startswith(f"{section}.")]
+        update[section] = getattr(running, section).model_copy(
+            update={k: getattr(getattr(candidate, section), k) for k in keys})
+    return running.model_copy(update=update)

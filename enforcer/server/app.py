@@ -18,8 +18,11 @@ from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import PUBLIC_NAME, load_signing_key
 from enforcer.audit.log import AuditLog
-from enforcer.config import ServiceConfig
+from enforcer.config import ServiceConfig, transport_problem
 from enforcer.errors import AeclError, ConfigError
+from enforcer.identity.authenticate import Authenticator
+from enforcer.identity.tokens import TokenIssuer, TokenVerifier, load_token_key
+from enforcer.server.auth import AuthInterceptor
 from enforcer.metrics import Metrics
 from enforcer.pipeline.pipeline import Pipeline
 from enforcer.policy.engine import PolicyEngine
@@ -45,6 +48,7 @@ class Components:
     store: SqliteStateStore
     sandbox: BwrapRunner
     reloader: PolicyReloader
+    authenticator: Authenticator
 
     @property
     def engine(self) -> PolicyEngine:
@@ -71,6 +75,11 @@ def build_components(
                           max_waiting=sb.max_waiting, total_memory_bytes=sb.total_memory_bytes,
                           total_pids=sb.total_pids)
     signing_key = load_signing_key(config.audit.signing_key)
+    ident = config.identity
+    token_key = load_token_key(ident.token_signing_key)
+    if token_key.public_key().public_bytes_raw() == signing_key.public_key().public_bytes_raw():
+        raise ConfigError("identity.token_signing_key: is the audit signing key; task tokens need a key of "
+                          "their own (`aecl credentials init` makes one)")
     policy = PolicyHolder(compile_active(config))
     active = policy.current
     audit = AuditLog(
@@ -86,7 +95,10 @@ def build_components(
     pipeline = Pipeline(
         policy=policy, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
+        tokens=TokenIssuer(token_key, ident.service_id), service_id=ident.service_id,
     )
+    verifier = TokenVerifier(token_key.public_key(), ident.service_id, cache_size=ident.token_cache_size)
+    authenticator = Authenticator(policy, verifier, pipeline.revocations)
     reloader = PolicyReloader(
         policy, config, load_config or (lambda: config), pipeline.log_reload,
         run_tests=config.policy.reload.run_tests, config_path=config_path,
@@ -94,7 +106,7 @@ def build_components(
     if active.shadow_all or active.shadow_agents:
         log.warning("SHADOW MODE: decisions for %s are logged but NOT enforced",
                     "every agent" if active.shadow_all else sorted(active.shadow_agents))
-    return Components(policy, pipeline, audit, store, sandbox, reloader)
+    return Components(policy, pipeline, audit, store, sandbox, reloader, authenticator)
 
 
 def change_hint(key: str, flag: str, config_path: Path | None) -> str:
@@ -110,11 +122,15 @@ def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     *, config_path: Path | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """The interceptor list is the seam for authentication (task tokens,
-    mTLS identity) without touching the service. Returns the server and the
+    """Authentication (enforcer.server.auth) is always the first
+    interceptor; `interceptors` run after it. TLS when the config has it,
+    plaintext only on loopback when it says so. Returns the server and the
     port it bound (the one asked for, or the one chosen for port 0)."""
+    problem = transport_problem(config.listen, config.tls, config.plaintext)
+    if problem is not None:  # again here: a --listen override skips the config's validation
+        raise ConfigError(problem)
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[AuthInterceptor(components.authenticator, components.pipeline), *interceptors],
         options=[
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
@@ -123,7 +139,8 @@ def create_server(
     enforcer_service = EnforcerService(components.pipeline, config.limits)
     # AECL decodes the agents' requests itself, so an undecodable one is logged (wire.py).
     add_enforcer_service(server, enforcer_service, enforcer_service.undecodable)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminService(components.policy, components.reloader), server)
+    pb_grpc.add_AdminServiceServicer_to_server(
+        AdminService(components.policy, components.reloader, components.pipeline), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -131,7 +148,12 @@ def create_server(
         server,
     )
     try:
-        port = server.add_insecure_port(config.listen)
+        if config.tls is not None:
+            port = server.add_secure_port(config.listen, server_credentials(config.tls))
+        else:
+            log.warning("PLAINTEXT gRPC on %s (plaintext: true): for local development only; configure tls "
+                        "before anything but this host connects", config.listen)
+            port = server.add_insecure_port(config.listen)
     except RuntimeError:  # grpcio reports a failed bind this way
         port = 0
     if port == 0:
@@ -139,6 +161,23 @@ def create_server(
                           f"{change_hint('listen', '--listen', config_path)}")
     server._aecl_health = health_servicer  # type: ignore[attr-defined]
     return server, port
+
+
+def server_credentials(tls) -> grpc.ServerCredentials:
+    """TLS from the config's files; mTLS (client certificates checked
+    against client_ca) when it has one."""
+    try:
+        key, cert = tls.key.read_bytes(), tls.cert.read_bytes()
+        ca = tls.client_ca.read_bytes() if tls.client_ca is not None else None
+    except OSError as e:
+        raise ConfigError(f"tls: cannot read {e.filename}: {e.strerror}") from None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def transport_name(config: ServiceConfig) -> str:
+    if config.tls is None:
+        return "plaintext, loopback only"
+    return "TLS" if config.tls.client_ca is None else "mTLS"
 
 
 def config_digest(config: ServiceConfig) -> str:
@@ -151,7 +190,7 @@ def banner(config: ServiceConfig, address: str, metrics_url: str | None, compone
     """The start-up banner: every address as bound, and where the log is."""
     pub = config.audit.signing_key.with_name(PUBLIC_NAME)
     lines = [
-        f"AECL serving on {address} (gRPC, plaintext)",
+        f"AECL serving on {address} (gRPC, {transport_name(config)})",
         f"  config:  {config_path if config_path is not None else '(built in code)'}",
         f"  engine:  {components.engine.name}, policy {components.engine.revision}",
         f"  audit:   {config.audit.path}",
@@ -159,6 +198,8 @@ def banner(config: ServiceConfig, address: str, metrics_url: str | None, compone
     ]
     if pub.is_file():
         lines.append(f"  verify:  aecl verify --log {config.audit.path} --pubkey {pub}")
+    if config.identity.credentials_dir is not None:
+        lines.append(f"  keys:    {config.identity.credentials_dir} (API key hashes; `aecl credentials --help`)")
     return "\n".join(lines)
 
 
@@ -166,7 +207,11 @@ async def serve(
     config: ServiceConfig, *, ready: asyncio.Event | None = None,
     load_config: Callable[[], ServiceConfig] | None = None, config_path: Path | None = None,
 ) -> None:
+    problem = transport_problem(config.listen, config.tls, config.plaintext)
+    if problem is not None:  # before anything opens: a --listen override skips the config's validation
+        raise ConfigError(problem)
     components = build_components(config, load_config, config_path)
+    await components.pipeline.load_revocations()
     try:
         # Every listener is bound before any serves, so a busy port is one
         # clear error and nothing half-started is left behind.

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from enforcer.audit.records import Principal
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer.config import LimitsConfig
 from enforcer.errors import InvalidRequest
@@ -65,16 +66,18 @@ def dict_to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-def start_task_request(msg: pb.StartTaskRequest) -> StartTaskRequest:
+def start_task_request(msg: pb.StartTaskRequest, principal: Principal | None = None) -> StartTaskRequest:
+    # msg.credential stops here: it was checked by the authenticator and is never logged.
     return StartTaskRequest(
         agent_id=msg.agent_id,
         declared_goal=msg.declared_goal,
         declared_actions=tuple(msg.declared_actions),
+        principal=principal,
     )
 
 
 def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: LimitsConfig, *,
-                 deadline: float | None = None) -> CallRequest:
+                 deadline: float | None = None, principal: Principal | None = None) -> CallRequest:
     if not msg.HasField("call"):
         raise InvalidRequest("call", "is required")
     return CallRequest(
@@ -87,6 +90,7 @@ def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: Li
         triggering_input=msg.context.triggering_input,
         idempotency_key=getattr(msg, "idempotency_key", ""),
         deadline=deadline,
+        principal=principal,
     )
 
 

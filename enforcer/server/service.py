@@ -10,13 +10,15 @@ import grpc
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.config import LimitsConfig
-from enforcer.errors import AeclError, NotFound
+from enforcer.errors import AeclError, InvalidRequest, NotFound
 from enforcer.manifests import AgentManifest, ToolRegistry, ToolSpec
 from enforcer.pipeline.pipeline import Pipeline
+from enforcer.pipeline.request import RenewRequest
 from enforcer.pipeline.validate import require_id
 from enforcer.policy.holder import ActivePolicy, PolicyHolder
 from enforcer.policy.reload import PolicyReloader
 from enforcer.server import convert
+from enforcer.server.auth import current_principal
 from enforcer.server.status import abort
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,24 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
 
     async def StartTask(self, request: pb.StartTaskRequest, context: grpc.aio.ServicerContext) -> pb.StartTaskResponse:
         try:
-            started = await self.pipeline.start_task(convert.start_task_request(request))
+            started = await self.pipeline.start_task(convert.start_task_request(request, current_principal()))
         except AeclError as e:
             await abort(context, e)
-        return pb.StartTaskResponse(task_id=started.task_id, expires_at=convert.timestamp(started.expires_at))
+        resp = pb.StartTaskResponse(task_id=started.task_id, expires_at=convert.timestamp(started.expires_at),
+                                    token=started.token)
+        if started.token_expires_at is not None:
+            resp.token_expires_at.CopyFrom(convert.timestamp(started.token_expires_at))
+        return resp
+
+    async def RenewTaskToken(self, request: pb.RenewTaskTokenRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RenewTaskTokenResponse:
+        try:
+            renewed = await self.pipeline.renew_token(
+                RenewRequest(agent_id=request.agent_id, task_id=request.task_id, principal=current_principal()))
+        except AeclError as e:
+            await abort(context, e)
+        return pb.RenewTaskTokenResponse(token=renewed.token,
+                                         token_expires_at=convert.timestamp(renewed.token_expires_at))
 
     async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
         try:
@@ -81,23 +97,26 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
             if manifest is None:
                 raise NotFound(f"agent_id: no manifest for agent '{agent_id}'")
         except AeclError as e:
-            await self.pipeline.log_invalid(rpc, e, {"agent_id": agent_id})
+            await self.pipeline.log_invalid(rpc, e, {"agent_id": agent_id}, principal=current_principal())
             raise
         return active, manifest
 
     async def undecodable(self, rpc: str, error: AeclError, context: grpc.aio.ServicerContext, size: int) -> None:
         """A request that does not even parse: logged (nothing of it can be
         trusted, so only its size), then refused."""
-        await self.pipeline.log_invalid(rpc, error, {}, payload={"request_bytes": size})
+        await self.pipeline.log_invalid(rpc, error, {}, payload={"request_bytes": size},
+                                        principal=current_principal())
         await abort(context, error)
 
     async def _call_request(self, rpc: str, request, context: grpc.aio.ServicerContext):
         try:
-            return convert.call_request(rpc, request, self.limits, deadline=_deadline(context))
+            return convert.call_request(rpc, request, self.limits, deadline=_deadline(context),
+                                        principal=current_principal())
         except AeclError as e:
             # Rejected at the wire: still logged, with what identifies the caller.
             await self.pipeline.log_invalid(
-                rpc, e, {"agent_id": request.agent_id, "task_id": request.task_id, "tool": request.call.name}
+                rpc, e, {"agent_id": request.agent_id, "task_id": request.task_id, "tool": request.call.name},
+                principal=current_principal(),
             )
             raise
 
@@ -106,13 +125,33 @@ class AdminService(pb_grpc.AdminServiceServicer):
     """Operator RPCs. Same listener as the agents' API: put an authenticating
     interceptor in front before exposing it beyond loopback."""
 
-    def __init__(self, policy: PolicyHolder, reloader: PolicyReloader) -> None:
+    def __init__(self, policy: PolicyHolder, reloader: PolicyReloader, pipeline: Pipeline) -> None:
         self.policy = policy
         self.reloader = reloader
+        self.pipeline = pipeline
+
+    async def RevokeTask(self, request: pb.RevokeTaskRequest,
+                         context: grpc.aio.ServicerContext) -> pb.RevokeTaskResponse:
+        try:
+            require_id("task_id", request.task_id)
+            r = await self.pipeline.revoke("task", request.task_id, _reason(request.reason), current_principal())
+        except AeclError as e:
+            await abort(context, e)
+        return pb.RevokeTaskResponse(event_id=r.event_id, approvals_cancelled=r.approvals_cancelled)
+
+    async def RevokeAgent(self, request: pb.RevokeAgentRequest,
+                          context: grpc.aio.ServicerContext) -> pb.RevokeAgentResponse:
+        try:
+            require_id("agent_id", request.agent_id)
+            r = await self.pipeline.revoke("agent", request.agent_id, _reason(request.reason), current_principal())
+        except AeclError as e:
+            await abort(context, e)
+        return pb.RevokeAgentResponse(event_id=r.event_id, tasks_revoked=len(r.tasks_revoked),
+                                      approvals_cancelled=r.approvals_cancelled)
 
     async def ReloadPolicy(self, request: pb.ReloadPolicyRequest,
                            context: grpc.aio.ServicerContext) -> pb.ReloadPolicyResponse:
-        return convert.reload_response(await self.reloader.reload("admin RPC"))
+        return convert.reload_response(await self.reloader.reload("admin RPC", current_principal()))
 
     async def GetPolicyStatus(self, request: pb.GetPolicyStatusRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetPolicyStatusResponse:
@@ -136,6 +175,15 @@ def visible_tools(manifest: AgentManifest, registry: ToolRegistry) -> list[tuple
     names = (set(manifest.allowed_actions) | set(manifest.context_rules)) - blocked
     return [(name, registry.tools[name], manifest.context_rules.get(name))
             for name in sorted(names) if name in registry.tools]
+
+
+MAX_REASON_BYTES = 1024
+
+
+def _reason(text: str) -> str:
+    if len(text.encode()) > MAX_REASON_BYTES:
+        raise InvalidRequest("reason", f"longer than {MAX_REASON_BYTES} bytes")
+    return text
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

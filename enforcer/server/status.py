@@ -26,8 +26,10 @@ ERROR_DOMAIN = "aecl"
 # Most specific first; the first isinstance match wins.
 STATUS_TABLE: tuple[tuple[type[errors.AeclError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.TaskOver, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),  # SandboxBusy: retry later
     # Infrastructure down: the call did not happen, retry later.
     (errors.AuditUnavailable, grpc.StatusCode.UNAVAILABLE),
@@ -59,7 +61,11 @@ def _packed(message) -> any_pb2.Any:
 def rich_status(error: errors.AeclError) -> status_pb2.Status:
     """The google.rpc.Status a client receives for `error`."""
     code = status_for(error)
-    details = [_packed(error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN))]
+    # An authentication refusal also says why, as ErrorInfo metadata (never the secret).
+    why = getattr(error, "reason", None)
+    info = error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN,
+                                       metadata={"reason": why} if isinstance(why, str) else {})
+    details = [_packed(info)]
     if isinstance(error, errors.InvalidRequest):
         violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
         details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))

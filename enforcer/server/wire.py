@@ -32,6 +32,7 @@ SERVICE = "aecl.v1.EnforcerService"
 # would answer UNIMPLEMENTED).
 METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "StartTask": (pb.StartTaskRequest, pb.StartTaskResponse),
+    "RenewTaskToken": (pb.RenewTaskTokenRequest, pb.RenewTaskTokenResponse),
     "Decide": (pb.DecideRequest, pb.DecideResponse),
     "Execute": (pb.ExecuteRequest, pb.ExecuteResponse),
     "ListTools": (pb.ListToolsRequest, pb.ListToolsResponse),
@@ -67,7 +68,9 @@ def add_enforcer_service(server: grpc.aio.Server, service: Any,
 
 
 def _handler(rpc: str, method, on_undecodable):
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+    async def handle(raw: bytes | Message, context: grpc.aio.ServicerContext):
+        if isinstance(raw, Message):  # the authenticator decoded it already (enforcer.server.auth)
+            return await method(raw, context)
         try:
             request = decode(rpc, raw)
         except InvalidRequest as e:

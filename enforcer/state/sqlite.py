@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from enforcer.errors import StoreError
-from enforcer.state.store import Approval, Claim, Task, check_owner
+from enforcer.state.store import Approval, Claim, Revocation, Task, check_owner
 
 T = TypeVar("T")
 
@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS approvals (
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
     status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    target TEXT NOT NULL CHECK (target IN ('task', 'agent')),
+    target_id TEXT NOT NULL,
+    revoked_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (target, target_id)
 );
 """
 _TASK_COLUMNS = "task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far"
@@ -129,6 +136,11 @@ class SqliteStateStore:
         row = self._read(lambda db: db.execute(
             f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone())
         return Approval(*row) if row else None
+
+    async def list_revocations(self) -> list[Revocation]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT target, target_id, revoked_at, reason FROM revocations ORDER BY revoked_at").fetchall())
+        return [Revocation(*row) for row in rows]
 
     # -- transactions --------------------------------------------------------
 
@@ -218,6 +230,33 @@ class _SqliteTx:
             f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (approval.approval_id, approval.task_id, approval.decision_id, approval.action_name,
              approval.created_at, approval.expires_at, approval.status)))
+
+    async def revoke(self, revocation: Revocation) -> None:
+        await self._exec(lambda db: db.execute(
+            "INSERT INTO revocations (target, target_id, revoked_at, reason) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (target, target_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at), "
+            "reason = excluded.reason",
+            (revocation.target, revocation.target_id, revocation.revoked_at, revocation.reason)))
+
+    async def end_tasks(self, task_ids: list[str], *, at: float) -> None:
+        await self._exec(lambda db: db.executemany(
+            "UPDATE tasks SET expires_at = ? WHERE task_id = ? AND expires_at > ?",
+            [(at, tid, at) for tid in task_ids]))
+
+    async def live_tasks_of(self, agent_id: str, *, now: float) -> list[str]:
+        rows = await self._exec(lambda db: db.execute(
+            "SELECT task_id FROM tasks WHERE agent_id = ? AND expires_at > ? ORDER BY started_at",
+            (agent_id, now)).fetchall())
+        return [r[0] for r in rows]
+
+    async def cancel_pending_approvals(self, task_ids: list[str]) -> int:
+        def cancel(db: sqlite3.Connection) -> int:
+            n = 0
+            for tid in task_ids:
+                n += db.execute("UPDATE approvals SET status = 'cancelled' WHERE task_id = ? AND status = 'pending'",
+                                (tid,)).rowcount
+            return n
+        return await self._exec(cancel)
 
     async def commit(self) -> None:
         await self._finish("COMMIT")

@@ -69,6 +69,16 @@ class Claim:
     consumed: bool
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """A task or an agent revoked at `revoked_at` (epoch seconds)."""
+
+    target: Literal["task", "agent"]
+    target_id: str
+    revoked_at: float
+    reason: str
+
+
 def check_owner(task: Task | None, task_id: str, agent_id: str) -> Task:
     """The one ownership rule: the task exists and is the caller's."""
     if task is None:
@@ -91,6 +101,23 @@ class StoreTx(Protocol):
 
     async def create_approval(self, approval: Approval) -> None: ...
 
+    async def revoke(self, revocation: Revocation) -> None:
+        """Record a revocation; a later one of the same target moves its time
+        forward, never back."""
+        ...
+
+    async def end_tasks(self, task_ids: list[str], *, at: float) -> None:
+        """Tasks end at `at` if they would have lived longer (revocation)."""
+        ...
+
+    async def live_tasks_of(self, agent_id: str, *, now: float) -> list[str]:
+        """Ids of the agent's tasks not yet expired, read inside the transaction."""
+        ...
+
+    async def cancel_pending_approvals(self, task_ids: list[str]) -> int:
+        """Pending approvals of these tasks become cancelled; returns how many."""
+        ...
+
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
@@ -107,6 +134,8 @@ class StateStore(Protocol):
     async def get_task(self, task_id: str) -> Task | None: ...
 
     async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_revocations(self) -> list[Revocation]: ...
 
     def close(self) -> None:
         """Blocking; once, at shutdown."""

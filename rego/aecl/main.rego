@@ -7,7 +7,7 @@
 # rego/aecl/extensions/vendors.rego, `package aecl.extensions.vendors`) may
 # define `deny` and `escalate`, each a set of reason strings. They are applied
 # without editing this file, in this order:
-#   allowlist, limits, intent, paths        (block)
+#   identity, allowlist, limits, intent, paths   (block)
 #   extensions: any deny                    (block; the first by package name, then reason)
 #   context_rules, hitl                     (escalate)
 #   extensions: any escalate                (escalate)
@@ -23,6 +23,7 @@ import data.aecl.allowlist
 import data.aecl.context_rules
 import data.aecl.extensions
 import data.aecl.hitl
+import data.aecl.identity
 import data.aecl.intent
 import data.aecl.limits
 import data.aecl.paths
@@ -39,7 +40,9 @@ default decision := {
 	"approval_ttl_seconds": 0,
 }
 
-decision := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
+decision := result("block", "identity", identity.rule, identity.reason) if {
+	not identity.allow
+} else := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
 	not allowlist.allow
 } else := result("block", "limits", limits.rule, limits.reason) if {
 	not limits.allow

@@ -57,6 +57,30 @@ test_allow_read_invoice if {
 	d.approval_ttl_seconds == 0
 }
 
+test_allow_read_invoice_by_the_agent_itself if {
+	c := object.union(
+		call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0),
+		{"principal": {"kind": "agent", "id": "finance_agent_v2"}},
+	)
+	d := main.decision with input as c
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "approve"
+}
+
+test_deny_a_call_made_by_another_principal_before_any_other_gate if {
+	c := object.union(
+		call("finance_agent_v2", "read_invoice", read_tool, {}, false, 0),
+		{"principal": {"kind": "agent", "id": "rogue_agent"}},
+	)
+	d := main.decision with input as c
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "identity"
+	d.rule == "identity.principal_mismatch"
+}
+
 test_deny_blocked_action if {
 	d := main.decision with input as call("finance_agent_v2", "delete_record", read_tool, {}, false, 0)
 		with data.aecl.config as config

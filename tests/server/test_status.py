@@ -23,6 +23,9 @@ EXPECTED = {
     errors.InvalidRequest: S.INVALID_ARGUMENT,
     errors.NotFound: S.NOT_FOUND,
     errors.PermissionDenied: S.PERMISSION_DENIED,
+    errors.NotAuthorised: S.PERMISSION_DENIED,
+    errors.Unauthenticated: S.UNAUTHENTICATED,
+    errors.TaskOver: S.FAILED_PRECONDITION,
     errors.ResourceExhausted: S.RESOURCE_EXHAUSTED,
     errors.SandboxBusy: S.RESOURCE_EXHAUSTED,
     errors.PolicyError: S.INTERNAL,
@@ -42,6 +45,8 @@ EXPECTED = {
 def make(cls: type[errors.AeclError]) -> errors.AeclError:
     if issubclass(cls, errors.InvalidRequest):
         return cls("call.args.amount", "must be a number")
+    if issubclass(cls, (errors.Unauthenticated, errors.NotAuthorised)):
+        return cls("expired", "the task token expired")
     if issubclass(cls, errors.VerificationError):
         return cls(3, "chain", "prev does not match")
     if issubclass(cls, checkpoint.InvalidSignatureError):
@@ -87,6 +92,7 @@ _CASES = {
     "unavailable": errors.AuditUnavailable("the audit log is closed"),
     "integrity": errors.VerificationError(7, "signature", "Ed25519 signature does not verify"),
     "busy": errors.SandboxBusy("every sandbox slot is taken"),
+    "expired": errors.Unauthenticated("expired", "the task token expired at 2026-12-01T23:15:00Z"),
 }
 
 
@@ -135,6 +141,14 @@ def test_invalid_request_carries_reason_and_field():
     assert [(i.reason, i.domain) for i in infos] == [("invalid_argument", ERROR_DOMAIN)]
     assert len(bad) == 1 and [(v.field, v.description) for v in bad[0].field_violations] == [
         ("call.args.amount", "must be a number")]
+
+
+def test_an_authentication_refusal_says_why_in_the_error_info():
+    err, status = asyncio.run(_call("expired"))
+    assert err.code() == S.UNAUTHENTICATED
+    infos, _ = _details(status)
+    assert [(i.reason, i.domain, dict(i.metadata)) for i in infos] == [
+        ("unauthenticated", ERROR_DOMAIN, {"reason": "expired"})]
 
 
 @pytest.mark.parametrize("case, code, reason", [

@@ -57,14 +57,34 @@ class StartTaskRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., declared_goal: _Optional[str] = ..., declared_actions: _Optional[_Iterable[str]] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class StartTaskResponse(_message.Message):
-    __slots__ = ("task_id", "token", "expires_at")
+    __slots__ = ("task_id", "token", "expires_at", "token_expires_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     token: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    token_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RenewTaskTokenRequest(_message.Message):
+    __slots__ = ("agent_id", "task_id", "credential")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    task_id: str
+    credential: str
+    def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., credential: _Optional[str] = ...) -> None: ...
+
+class RenewTaskTokenResponse(_message.Message):
+    __slots__ = ("token", "token_expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    token_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("name", "args")
@@ -233,6 +253,40 @@ class GetAgentPermissionsResponse(_message.Message):
     shadow: bool
     policy_revision: str
     def __init__(self, agent_id: _Optional[str] = ..., allowed_actions: _Optional[_Iterable[str]] = ..., blocked_actions: _Optional[_Iterable[str]] = ..., context_rules: _Optional[_Mapping[str, str]] = ..., max_tool_calls_per_run: _Optional[int] = ..., auto_approve_threshold: _Optional[float] = ..., token_ttl_seconds: _Optional[int] = ..., credential_scope: _Optional[_Iterable[str]] = ..., shadow: _Optional[bool] = ..., policy_revision: _Optional[str] = ...) -> None: ...
+
+class RevokeTaskRequest(_message.Message):
+    __slots__ = ("task_id", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeTaskResponse(_message.Message):
+    __slots__ = ("event_id", "approvals_cancelled")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    approvals_cancelled: int
+    def __init__(self, event_id: _Optional[str] = ..., approvals_cancelled: _Optional[int] = ...) -> None: ...
+
+class RevokeAgentRequest(_message.Message):
+    __slots__ = ("agent_id", "reason")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    reason: str
+    def __init__(self, agent_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeAgentResponse(_message.Message):
+    __slots__ = ("event_id", "tasks_revoked", "approvals_cancelled")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    tasks_revoked: int
+    approvals_cancelled: int
+    def __init__(self, event_id: _Optional[str] = ..., tasks_revoked: _Optional[int] = ..., approvals_cancelled: _Optional[int] = ...) -> None: ...
 
 class ReloadPolicyRequest(_message.Message):
     __slots__ = ()

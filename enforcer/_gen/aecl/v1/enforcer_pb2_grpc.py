@@ -44,6 +44,11 @@ class EnforcerServiceStub:
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.StartTaskRequest.SerializeToString,
                 response_deserializer=aecl_dot_v1_dot_enforcer__pb2.StartTaskResponse.FromString,
                 _registered_method=True)
+        self.RenewTaskToken = channel.unary_unary(
+                '/aecl.v1.EnforcerService/RenewTaskToken',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenResponse.FromString,
+                _registered_method=True)
         self.Decide = channel.unary_unary(
                 '/aecl.v1.EnforcerService/Decide',
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.DecideRequest.SerializeToString,
@@ -76,14 +81,28 @@ class EnforcerServiceServicer:
 
     def StartTask(self, request, context):
         """StartTask begins an agent run and returns the task id that scopes
-        every later call (call budget, declared intent, task-loop timeout).
+        every later call (call budget, declared intent, task-loop timeout) and the
+        task token every later call of the task carries. Authenticated by the
+        agent's credential (an API key in `credential`) or by the agent's client
+        certificate on an mTLS connection; no bearer token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewTaskToken(self, request, context):
+        """RenewTaskToken gives a fresh token for a live task (the task may outlive
+        one token). Authenticated like StartTask; refused once the task is over
+        or revoked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Decide(self, request, context):
-        """Decide is a dry run: the call is evaluated and logged, nothing executes.
+        """Every RPC below needs `authorization: Bearer <task token>` in the call's
+        metadata; the request's agent_id (and task_id) must be the token's.
+        Decide is a dry run: the call is evaluated and logged, nothing executes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +141,11 @@ def add_EnforcerServiceServicer_to_server(servicer, server):
                     servicer.StartTask,
                     request_deserializer=aecl_dot_v1_dot_enforcer__pb2.StartTaskRequest.FromString,
                     response_serializer=aecl_dot_v1_dot_enforcer__pb2.StartTaskResponse.SerializeToString,
+            ),
+            'RenewTaskToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewTaskToken,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenResponse.SerializeToString,
             ),
             'Decide': grpc.unary_unary_rpc_method_handler(
                     servicer.Decide,
@@ -176,6 +200,33 @@ class EnforcerService:
             '/aecl.v1.EnforcerService/StartTask',
             aecl_dot_v1_dot_enforcer__pb2.StartTaskRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.StartTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewTaskToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/RenewTaskToken',
+            aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.RenewTaskTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -296,9 +347,10 @@ class EnforcerService:
 
 
 class AdminServiceStub:
-    """AdminService is for operators, not agents: policy rollout and status.
-    Put it behind the same authentication as the rest of the listener (the
-    interceptor seam) before exposing the port beyond loopback.
+    """AdminService is for operators, not agents: policy rollout, status and
+    revocation. Every RPC needs an administrator: `authorization: Bearer <admin
+    API key>` or an administrator's client certificate. Agent tokens and
+    approver keys are refused (PERMISSION_DENIED).
     """
 
     def __init__(self, channel):
@@ -317,12 +369,23 @@ class AdminServiceStub:
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.SerializeToString,
                 response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.FromString,
                 _registered_method=True)
+        self.RevokeTask = channel.unary_unary(
+                '/aecl.v1.AdminService/RevokeTask',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.RevokeTaskRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.RevokeTaskResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/aecl.v1.AdminService/RevokeAgent',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.RevokeAgentResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """AdminService is for operators, not agents: policy rollout and status.
-    Put it behind the same authentication as the rest of the listener (the
-    interceptor seam) before exposing the port beyond loopback.
+    """AdminService is for operators, not agents: policy rollout, status and
+    revocation. Every RPC needs an administrator: `authorization: Bearer <admin
+    API key>` or an administrator's client certificate. Agent tokens and
+    approver keys are refused (PERMISSION_DENIED).
     """
 
     def ReloadPolicy(self, request, context):
@@ -341,6 +404,23 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeTask(self, request, context):
+        """RevokeTask ends a task now: its tokens stop working at once, its pending
+        approvals are cancelled, it cannot be renewed. An audit entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """RevokeAgent revokes everything the agent holds now: every task (as
+        RevokeTask), every token, and every API key and client certificate
+        issued before this moment. Credentials created later work again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +434,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.FromString,
                     response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.SerializeToString,
             ),
+            'RevokeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeTask,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.RevokeTaskRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.RevokeTaskResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.RevokeAgentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'aecl.v1.AdminService', rpc_method_handlers)
@@ -363,9 +453,10 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """AdminService is for operators, not agents: policy rollout and status.
-    Put it behind the same authentication as the rest of the listener (the
-    interceptor seam) before exposing the port beyond loopback.
+    """AdminService is for operators, not agents: policy rollout, status and
+    revocation. Every RPC needs an administrator: `authorization: Bearer <admin
+    API key>` or an administrator's client certificate. Agent tokens and
+    approver keys are refused (PERMISSION_DENIED).
     """
 
     @staticmethod
@@ -412,6 +503,60 @@ class AdminService:
             '/aecl.v1.AdminService/GetPolicyStatus',
             aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.GetPolicyStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.AdminService/RevokeTask',
+            aecl_dot_v1_dot_enforcer__pb2.RevokeTaskRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.RevokeTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.AdminService/RevokeAgent',
+            aecl_dot_v1_dot_enforcer__pb2.RevokeAgentRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.RevokeAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,
