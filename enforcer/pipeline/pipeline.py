@@ -90,17 +90,17 @@ class Pipeline:
         t0 = time.perf_counter()
         now = self.clock()
         revision = self.policy.current.revision
-        try:
-            validate_start_task(req)
-        except AeclError as e:
-            await self._reject("StartTask", req.agent_id, "", "", {}, e, t0, revision, req.principal)
-            raise
         task = Task(
             task_id=new_id("tsk"), agent_id=req.agent_id, declared_goal=req.declared_goal,
             declared_actions=req.declared_actions, started_at=now,
             expires_at=now + self.sandbox_config.task_timeout_s, calls_so_far=0,
         )
-        issued = self._issue(task, now)
+        try:
+            validate_start_task(req)
+            issued = self._issue(task, now)
+        except AeclError as e:
+            await self._reject("StartTask", req.agent_id, "", "", {}, e, t0, revision, req.principal)
+            raise
         record = TaskStartedRecord(
             timestamp=timestamp(now), agent_id=req.agent_id, task_id=task.task_id, principal=req.principal,
             rpc="StartTask",
@@ -129,9 +129,12 @@ class Pipeline:
         manifest = self.policy.current.agents.get(task.agent_id)
         if manifest is None:
             raise NotFound(f"agent_id: no manifest for agent '{task.agent_id}'")
-        return self.tokens.issue(agent_id=task.agent_id, task_id=task.task_id,
-                                 scope=tuple(manifest.credential_scope), ttl_s=manifest.token_ttl_seconds,
-                                 not_after=task.expires_at, now=now)
+        try:
+            return self.tokens.issue(agent_id=task.agent_id, task_id=task.task_id,
+                                     scope=tuple(manifest.credential_scope), ttl_s=manifest.token_ttl_seconds,
+                                     not_after=task.expires_at, now=now)
+        except ValueError:  # under a microsecond of the task left: no token can be valid
+            raise TaskOver(f"task {task.task_id} ends at {timestamp(task.expires_at)}: start a new task") from None
 
     # -- RenewTaskToken ------------------------------------------------------
 
@@ -193,7 +196,9 @@ class Pipeline:
                 row = Revocation(target, target_id, now, reason)  # type: ignore[arg-type]
                 await tx.revoke(row)
                 await tx.end_tasks(tasks, at=now)
-                cancelled = await tx.cancel_pending_approvals(tasks)
+                # Approvals can outlive their task: an agent's are cancelled whichever of its tasks they wait in.
+                cancelled = await tx.cancel_pending_approvals(
+                    tasks if target == "task" else await tx.tasks_of(target_id))
                 appended = await self.journal.append(RevocationRecord(
                     timestamp=timestamp(now), agent_id=agent_id, task_id=target_id if target == "task" else "",
                     principal=principal, rpc=rpc, policy_applied=revision, outcome="revoked",

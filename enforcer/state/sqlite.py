@@ -235,7 +235,7 @@ class _SqliteTx:
         await self._exec(lambda db: db.execute(
             "INSERT INTO revocations (target, target_id, revoked_at, reason) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (target, target_id) DO UPDATE SET revoked_at = MAX(revoked_at, excluded.revoked_at), "
-            "reason = excluded.reason",
+            "reason = CASE WHEN excluded.revoked_at >= revoked_at THEN excluded.reason ELSE reason END",
             (revocation.target, revocation.target_id, revocation.revoked_at, revocation.reason)))
 
     async def end_tasks(self, task_ids: list[str], *, at: float) -> None:
@@ -247,6 +247,11 @@ class _SqliteTx:
         rows = await self._exec(lambda db: db.execute(
             "SELECT task_id FROM tasks WHERE agent_id = ? AND expires_at > ? ORDER BY started_at",
             (agent_id, now)).fetchall())
+        return [r[0] for r in rows]
+
+    async def tasks_of(self, agent_id: str) -> list[str]:
+        rows = await self._exec(lambda db: db.execute(
+            "SELECT task_id FROM tasks WHERE agent_id = ? ORDER BY started_at", (agent_id,)).fetchall())
         return [r[0] for r in rows]
 
     async def cancel_pending_approvals(self, task_ids: list[str]) -> int:

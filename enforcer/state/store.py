@@ -114,6 +114,10 @@ class StoreTx(Protocol):
         """Ids of the agent's tasks not yet expired, read inside the transaction."""
         ...
 
+    async def tasks_of(self, agent_id: str) -> list[str]:
+        """Ids of every task of the agent, ended or not."""
+        ...
+
     async def cancel_pending_approvals(self, task_ids: list[str]) -> int:
         """Pending approvals of these tasks become cancelled; returns how many."""
         ...
