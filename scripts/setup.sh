@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what AECL needs on a fresh Debian machine, idempotently:
 #   .venv with the Python dependencies (PyPI), bubblewrap (Debian), and, with
-#   --dev, buf (npm) and the OPA binary (built from Debian packages).
+#   --dev, buf and the Node client's gRPC packages (npm), the OPA binary (built
+#   from Debian packages) and Chromium (Debian).
 # Nothing is downloaded from anywhere but PyPI, Debian's archive and npm.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,6 +60,11 @@ if [ "$(.cache/node/node_modules/.bin/buf --version 2>/dev/null)" != "$buf_versi
   say "installing buf $buf_version from npm"
   npm install --silent --no-audit --no-fund --prefix .cache/node "@bufbuild/buf@$buf_version" >/dev/null
 fi
+
+# 3b. node (Debian's, when the machine has none) and the Node.js client example's
+# gRPC packages from npm, for tests/clients.
+{ command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
+scripts/setup-node.sh
 
 # 4. OPA, built from Debian's source packages (cached).
 scripts/build-opa.sh >/dev/null
