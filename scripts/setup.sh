@@ -11,7 +11,7 @@ dev=0
 for a in "$@"; do
   case "$a" in
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: scripts/setup.sh [--dev]"; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: scripts/setup.sh [--dev]"; exit 0 ;;
     *) echo "setup: unknown option $a" >&2; exit 2 ;;
   esac
 done
