@@ -25,6 +25,8 @@ def _minimal(**extra) -> dict:
         "policy": {"rego_dir": "rego"},
         "audit": {"path": "var/audit.jsonl", "signing_key": "keys/audit.key"},
         "state": {"sqlite_path": "var/state.db"},
+        "identity": {"token_signing_key": "keys/token.key"},
+        "plaintext": True,
     }
     for key, value in extra.items():
         doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
@@ -38,6 +40,7 @@ def test_relative_paths_resolve_against_the_file_even_nested(tmp_path):
         audit={"path": "var/audit.jsonl", "signing_key": "keys/audit.key", "previous_signing_key": "../old/audit.key",
                "checkpoint_path": "ship/audit.checkpoint"},
         sandbox={"profile": "profiles/strict.yaml"},
+        identity={"token_signing_key": "keys/token.key", "credentials_dir": "../var/credentials"},
     )))
     base = conf.resolve()
     assert config.agents_dir == base / "agents"
@@ -50,6 +53,18 @@ def test_relative_paths_resolve_against_the_file_even_nested(tmp_path):
     assert config.audit.checkpoint_path == base / "ship/audit.checkpoint"
     assert config.state.sqlite_path == base / "var/state.db"
     assert config.sandbox.profile == base / "profiles/strict.yaml"
+    assert config.identity.token_signing_key == base / "keys/token.key"
+    assert config.identity.credentials_dir == tmp_path.resolve() / "var/credentials"
+
+
+def test_tls_paths_resolve_against_the_file(tmp_path):
+    conf = tmp_path / "conf"
+    config = load_config(_write(conf, _minimal(
+        plaintext=False, tls={"cert": "certs/server.pem", "key": "certs/server.key", "client_ca": "../ca.pem"})))
+    base = conf.resolve()
+    assert config.tls is not None
+    assert config.tls.cert == base / "certs/server.pem" and config.tls.key == base / "certs/server.key"
+    assert config.tls.client_ca == tmp_path.resolve() / "ca.pem"
 
 
 def test_absolute_paths_stay(tmp_path):
@@ -67,11 +82,13 @@ def test_unset_optional_paths_stay_unset(tmp_path):
     config = load_config(_write(tmp_path, _minimal()))
     assert config.sandbox.profile is None and config.policy.opa.bundle is None
     assert config.audit.previous_signing_key is None and config.audit.checkpoint_path is None
+    assert config.identity.credentials_dir is None and config.tls is None
 
 
 def test_paths_built_in_code_stay_as_given():
     config = ServiceConfig.model_validate(_minimal())
     assert config.agents_dir == Path("agents") and config.audit.path == Path("var/audit.jsonl")
+    assert config.identity.token_signing_key == Path("keys/token.key")
 
 
 def test_a_new_model_with_config_paths_resolves_without_any_list(tmp_path):

@@ -17,6 +17,7 @@ import time
 
 import pytest
 import requests
+import yaml
 
 from enforcer.config import OpaConfig, PolicyConfig, RiskModel, load_config
 from enforcer.errors import ConfigError, EngineUnavailable, PolicyError
@@ -310,8 +311,12 @@ def test_bundle_path_in_config_is_relative_to_the_config_file(tmp_path):
 
 
 def test_unknown_opa_setting_is_still_refused(tmp_path):
-    config_path = write_config(tmp_path, policy={"rego_dir": str(REPO / "rego"), "opa": {"bundel": "x"}})
-    with pytest.raises(ConfigError):
+    # write_config loads what it writes (to provision keys), so the typo goes in afterwards.
+    config_path = write_config(tmp_path)
+    doc = yaml.safe_load(config_path.read_text())
+    doc["policy"]["opa"] = {"bundel": "x"}
+    config_path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="bundel"):
         load_config(config_path)
 
 

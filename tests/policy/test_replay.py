@@ -60,6 +60,11 @@ def _args(rng: random.Random, action: str) -> dict:
 async def _drive(components, n: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     pipeline = components.pipeline
+    # In process, no transport authenticates: without a token issuer the
+    # pipeline starts tasks for agents that have no manifest too, so the log
+    # keeps the policy's own `unknown agent` blocks (over gRPC such agents are
+    # refused at StartTask, having no credential).
+    pipeline.tokens = None
     now = [1_700_000_000.0]
     pipeline.clock = lambda: now[0]
     tasks: list[tuple[str, str]] = []

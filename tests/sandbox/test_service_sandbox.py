@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 import yaml
 from google.protobuf import json_format
 
@@ -143,9 +144,19 @@ def test_the_task_loop_timeout_kills_a_running_sandbox(tmp_path):
         assert time.monotonic() - t0 < 10
         assert not host_pids_with(marker)
         assert entry_for(svc, r.event_id)["limits_hit"] == ["timeout"]
-        # And the expired task accepts no further call.
-        later = execute(svc, task, "probe", {"paths": []}, agent=AGENT)
-        assert later.status == pb.EXECUTION_STATUS_BLOCKED and not later.sandbox_id
+        # And the expired task accepts no further call: its token ends with
+        # the task, so the call is refused before any sandbox (and logged)...
+        with pytest.raises(grpc.RpcError) as refused:
+            execute(svc, task, "probe", {"paths": []}, agent=AGENT)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED and "expired" in refused.value.details()
+        records = [json.loads(line)["record"] for line in svc.log_lines()]
+        assert (records[-1]["kind"], records[-1]["rpc"], records[-1]["task_id"], records[-1]["refusal"]) == (
+            "auth_refused", "Execute", task, "expired")
+        assert [r for r in records if r["kind"] == "execution"] == [entry_for(svc, r.event_id)]
+        # ...and its token cannot be renewed.
+        with pytest.raises(grpc.RpcError) as over:
+            svc.stub.RenewTaskToken(pb.RenewTaskTokenRequest(agent_id=AGENT, task_id=task))
+        assert over.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         svc.stop()
 

@@ -41,7 +41,8 @@ def serve(workspace: Path, *, watch: bool = False, **policy) -> Service:
 
 
 def admin(svc: Service) -> pb_grpc.AdminServiceStub:
-    return pb_grpc.AdminServiceStub(svc.channel)
+    """AdminService as the administrator (its API key as the bearer)."""
+    return svc.admin
 
 
 def set_threshold(workspace: Path, value: float) -> None:
@@ -69,6 +70,7 @@ def test_broken_rego_is_rejected_naming_the_file_and_the_old_policy_stays(worksp
         assert after.outcome == pb.OUTCOME_APPROVE and after.policy_revision == before.policy_revision
         [entry] = reload_entries(svc)
         assert entry["outcome"] == "rejected" and "risk.rego" in entry["reason"]
+        assert entry["principal"]["kind"] == "admin" and entry["principal"]["id"] == "admin"
     finally:
         svc.stop()
 
@@ -117,7 +119,9 @@ def test_threshold_change_swaps_under_load_with_no_failed_call(workspace):
         stop = threading.Event()
 
         def drive():
-            stub = pb_grpc.EnforcerServiceStub(grpc.insecure_channel(svc.address))
+            # A channel of its own, carrying the task token the service issued.
+            channel = grpc.insecure_channel(svc.address)
+            stub = pb_grpc.EnforcerServiceStub(grpc.intercept_channel(channel, svc.auth))
             while not stop.is_set():
                 req = pb.DecideRequest(task_id=task, agent_id="finance_agent_v2",
                                        call=pb.ToolCall(name="generate_payment_report"))
@@ -127,6 +131,7 @@ def test_threshold_change_swaps_under_load_with_no_failed_call(workspace):
                     results.append((d.outcome, d.policy_revision))
                 except grpc.RpcError as e:
                     errors.append(e)
+            channel.close()
 
         drivers = [threading.Thread(target=drive) for _ in range(3)]
         for t in drivers:
@@ -182,6 +187,8 @@ def test_sighup_and_the_watcher_reload(workspace):
             time.sleep(0.1)
         assert decide(svc, task, "read_invoice", {"invoice_id": "INV-1001"}).policy_revision == old
         assert all(e["outcome"] == "applied" for e in reload_entries(svc))
+        # Not an administrator's call: the watcher and SIGHUP reload as the service.
+        assert all(e["principal"]["kind"] == "service" for e in reload_entries(svc))
         assert len(reload_entries(svc)) >= 2
     finally:
         svc.stop()

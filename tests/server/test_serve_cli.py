@@ -24,17 +24,19 @@ from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from tests.conftest import EXAMPLES, REPO, free_port, write_config
 
-BANNER_RE = re.compile(r"^AECL serving on (?P<host>[^\s]+):(?P<port>\d+) ")
+BANNER_RE = re.compile(r"^AECL serving on (?P<host>[^\s]+):(?P<port>\d+) \((?P<transport>[^)]*)\)")
 
 
 def read_banner(proc: subprocess.Popen, timeout: float = 60) -> dict[str, str]:
-    """The banner's lines as {"address": ..., "config": ..., "engine": ..., ...}."""
+    """The banner's lines as {"address": ..., "transport": ..., "config": ...,
+    "engine": ..., ...}, up to its last line (`keys:`, as every config here
+    has a credentials_dir)."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     banner: dict[str, str] = {}
     buf = b""
-    while "verify" not in banner:
+    while "keys" not in banner:
         left = deadline - time.monotonic()
         if left <= 0 or not sel.select(left):
             raise AssertionError(f"no banner within {timeout} s; so far: {banner}")
@@ -48,6 +50,7 @@ def read_banner(proc: subprocess.Popen, timeout: float = 60) -> dict[str, str]:
             m = BANNER_RE.match(line)
             if m:
                 banner["address"] = f"{m['host']}:{m['port']}"
+                banner["transport"] = m["transport"]
             elif line.startswith("  ") and ":" in line:
                 key, _, value = line.strip().partition(":")
                 banner[key] = value.strip()
@@ -72,6 +75,15 @@ def serve(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+def key_of(credentials_dir: Path, principal_id: str) -> str:
+    """The API key provisioning wrote for a principal (<dir>/<id>.key)."""
+    return (credentials_dir / f"{principal_id}.key").read_text().strip()
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
 def refused(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -87,10 +99,14 @@ def test_flags_override_the_config_and_the_banner_shows_what_is_bound(tmp_path):
         host, port = banner["address"].rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) not in (0, config_port)
         assert refused(config_port) and refused(config_metrics)  # the flags won over the config
+        creds = tmp_path / "credentials"
         with grpc.insecure_channel(banner["address"]) as channel:
-            status = pb_grpc.AdminServiceStub(channel).GetPolicyStatus(pb.GetPolicyStatusRequest(), timeout=10)
+            status = pb_grpc.AdminServiceStub(channel).GetPolicyStatus(
+                pb.GetPolicyStatusRequest(), timeout=10, metadata=bearer(key_of(creds, "admin")))
             assert pb_grpc.EnforcerServiceStub(channel).StartTask(
-                pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10).task_id
+                pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read",
+                                    credential=key_of(creds, "finance_agent_v2")), timeout=10).task_id
+        assert banner["transport"] == "gRPC, plaintext, loopback only"
         assert banner["engine"] == f"embedded, policy {status.policy_revision}"
         assert banner["config"] == str(config)
         audit = str(tmp_path / "audit.jsonl")
@@ -100,6 +116,7 @@ def test_flags_override_the_config_and_the_banner_shows_what_is_bound(tmp_path):
         assert m and int(m[1]) != config_metrics
         body = urllib.request.urlopen(banner["metrics"], timeout=10).read().decode()
         assert "aecl_actions_total" in body
+        assert banner["keys"].startswith(f"{creds} ")
     finally:
         stop(proc)
 
@@ -168,14 +185,18 @@ def test_an_unknown_log_level_is_a_usage_error_listing_the_levels():
 # -- make ------------------------------------------------------------------------
 
 def own_config(directory: Path) -> Path:
-    """A config whose key, log and state live beside it (relative paths), not under var/."""
+    """A config whose keys, credentials, log and state live beside it
+    (relative paths), not under var/."""
     directory.mkdir(parents=True)
     config = {
         "listen": f"127.0.0.1:{free_port()}",
+        "plaintext": True,
         "agents_dir": str(EXAMPLES / "agents"), "tool_registry": str(EXAMPLES / "tools.yaml"),
         "policy": {"engine": "embedded", "rego_dir": str(REPO / "rego")},
         "audit": {"path": "log/audit.jsonl", "signing_key": "secrets/k/audit.key"},
         "state": {"sqlite_path": "log/state.db"},
+        "identity": {"token_signing_key": "secrets/t/token.key", "credentials_dir": "creds",
+                     "approvers": [{"id": "approver"}], "admins": [{"id": "admin"}]},
     }
     path = directory / "aecl.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -183,16 +204,30 @@ def own_config(directory: Path) -> Path:
 
 
 def test_make_keys_creates_the_key_the_config_names(tmp_path):
+    """The audit key pair, the token key and a first API key for every
+    principal (agents' manifests, approvers, admins), where the config says."""
     config = own_config(tmp_path / "cfg")
     r = subprocess.run(["make", "--no-print-directory", "keys", f"CONFIG={config}"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     key = tmp_path / "cfg" / "secrets" / "k" / "audit.key"
     assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600 and key.with_name("audit.pub").is_file()
-    before = key.read_bytes()
+    token_key = tmp_path / "cfg" / "secrets" / "t" / "token.key"
+    assert token_key.is_file() and (token_key.stat().st_mode & 0o777) == 0o600
+    assert token_key.with_name("token.pub").is_file() and token_key.read_bytes() != key.read_bytes()
+    creds = tmp_path / "cfg" / "creds"
+    principals = {"finance_agent_v2": "agent", "approver": "approver", "admin": "admin"}
+    for pid, kind in principals.items():
+        assert (creds / f"{pid}.key").is_file() and ((creds / f"{pid}.key").stat().st_mode & 0o777) == 0o600
+        assert key_of(creds, pid).startswith("aecl_")
+        assert (creds / "hashes" / f"{kind}.{pid}.yaml").is_file()
+    assert key_of(creds, "admin") not in (creds / "hashes" / "admin.admin.yaml").read_text()  # only its hash
+    before = {p: p.read_bytes() for p in (key, token_key, *creds.rglob("*")) if p.is_file()}
     again = subprocess.run(["make", "--no-print-directory", "keys", f"CONFIG={config}"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and key.read_bytes() == before  # never replaced
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {p: p.read_bytes() for p in (key, token_key, *creds.rglob("*")) if p.is_file()}
+    assert after == before  # never replaced, nothing added
 
 
 def test_make_run_serves_another_config_on_the_address_given(tmp_path):
@@ -207,8 +242,16 @@ def test_make_run_serves_another_config_on_the_address_given(tmp_path):
         assert banner["audit"] == str(tmp_path / "cfg" / "log" / "audit.jsonl")
         assert banner["config"] == str(config)
         assert (tmp_path / "cfg" / "secrets" / "k" / "audit.key").is_file()
+        creds = tmp_path / "cfg" / "creds"
+        assert banner["keys"].startswith(f"{creds} ")
         with grpc.insecure_channel(banner["address"]) as channel:
-            assert pb_grpc.EnforcerServiceStub(channel).StartTask(
-                pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10).task_id
+            stub = pb_grpc.EnforcerServiceStub(channel)
+            started = stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read",
+                                                         credential=key_of(creds, "finance_agent_v2")), timeout=10)
+            assert started.task_id and started.token
+            # Without the key `make run` made, no task.
+            with pytest.raises(grpc.RpcError) as e:
+                stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         stop(proc, group=True)
