@@ -83,6 +83,20 @@ class Authenticator:
     def task_token(self, presented: Presented, agent_id: str, task_id: str | None) -> Proven:
         """An agent RPC after StartTask: a valid task token whose agent (and
         task, when the RPC names one) are the request's."""
+        proven = self.token_holder(presented)
+        claims, principal, tid = proven.claims, proven.principal, proven.principal.token_id
+        assert claims is not None
+        if agent_id != claims.agent_id:
+            raise tagged(NotAuthorised("wrong_agent", f"agent_id: the token is agent {claims.agent_id}'s, "
+                                                      f"not for agent {agent_id[:128]!r}"), principal=principal, token_id=tid)
+        if task_id is not None and task_id != claims.task_id:
+            raise tagged(NotAuthorised("wrong_task", f"task_id: the token is for task {claims.task_id}, "
+                                                     f"not {task_id[:128]!r}"), principal=principal, token_id=tid)
+        return proven
+
+    def token_holder(self, presented: Presented) -> Proven:
+        """Whoever holds a valid, unrevoked task token of a known agent
+        (checked before the request's ids are bound to it)."""
         token = bearer(presented)
         if token is None:
             raise Unauthenticated("missing_token", "no `authorization: Bearer <task token>`: call StartTask "
@@ -96,14 +110,7 @@ class Authenticator:
         if claims.agent_id not in self.policy.current.agents:
             raise tagged(Unauthenticated("unknown_agent", f"agent {claims.agent_id} has no manifest any more"),
                          token_id=tid)
-        principal = Principal(kind="agent", id=claims.agent_id, token_id=tid)
-        if agent_id != claims.agent_id:
-            raise tagged(NotAuthorised("wrong_agent", f"agent_id: the token is agent {claims.agent_id}'s, "
-                                                      f"not for agent {agent_id[:128]!r}"), principal=principal, token_id=tid)
-        if task_id is not None and task_id != claims.task_id:
-            raise tagged(NotAuthorised("wrong_task", f"task_id: the token is for task {claims.task_id}, "
-                                                     f"not {task_id[:128]!r}"), principal=principal, token_id=tid)
-        return Proven(principal, claims)
+        return Proven(Principal(kind="agent", id=claims.agent_id, token_id=tid), claims)
 
     def agent_credential(self, presented: Presented, agent_id: str, credential: str) -> Proven:
         """StartTask and RenewTaskToken: the agent's API key, or its client

@@ -131,8 +131,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         valid task token, or for StartTask a certificate) before the service
         logs its bad request under that identity."""
         if rule.check in (_task_token, _agent_token):
-            token = self.auth.verifier.verify(_bearer_or_refuse(presented), self.auth.clock())
-            return Proven(Principal(kind="agent", id=token.agent_id, token_id=token.token_id), token)
+            return self.auth.token_holder(presented)
         raise Unauthenticated("missing_credential", "the request could not be read, so no credential in it "
                                                     "could be checked")
 
@@ -148,15 +147,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except AeclError as e:  # the refusal stands; the log being down is its own alarm
             log.critical("an authentication refusal could not be logged: %s", e)
         await abort(context, error)
-
-
-def _bearer_or_refuse(presented: Presented) -> str:
-    from enforcer.identity.authenticate import bearer
-
-    token = bearer(presented)
-    if token is None:
-        raise Unauthenticated("missing_token", "no `authorization: Bearer <task token>`")
-    return token
 
 
 def _presented(context: grpc.aio.ServicerContext) -> Presented:

@@ -88,10 +88,16 @@ def test_large_untrusted_transfer_escalates_and_nothing_runs(service):
                    for l in service.log_lines())
 
 
-def test_unknown_agent_is_blocked(service):
-    task = start(service, agent="ghost_agent")
-    d = decide(service, task, "read_invoice", {"invoice_id": "INV-1001"}, agent="ghost_agent")
-    assert d.outcome == pb.OUTCOME_BLOCK and d.reason == "unknown agent 'ghost_agent'"
+def test_unknown_agent_cannot_even_start_a_task(service):
+    """An agent without a manifest has no credential to prove it: refused
+    at StartTask (UNAUTHENTICATED), and the refusal is logged. The policy's
+    own `unknown agent` block stays, for in-process callers."""
+    with pytest.raises(grpc.RpcError) as e:
+        start(service, agent="ghost_agent")
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = [json.loads(x) for x in service.log_lines() if '"auth_refused"' in x]
+    assert refused[-1]["record"]["agent_id"] == "ghost_agent"
+    assert refused[-1]["record"]["refusal"] == "missing_credential"
 
 
 def test_write_outside_declared_scope_is_blocked_with_intent_reason(service):
@@ -136,15 +142,12 @@ def test_tool_failure_is_reported_as_failed(service):
 @pytest.mark.parametrize(
     "mutate, field",
     [
-        (lambda r: r.ClearField("agent_id"), "agent_id"),
-        (lambda r: r.ClearField("task_id"), "task_id"),
         (lambda r: r.ClearField("call"), "call"),
         (lambda r: setattr(r.call, "name", "launch_missiles"), "call.name"),
         (lambda r: r.call.args.update({"amount": float("nan")}), "call.args.amount"),
         (lambda r: r.call.args.update({"amount": float("inf")}), "call.args.amount"),
         (lambda r: r.call.args.update({"blob": "x" * 70_000}), "call.args"),
         (lambda r: setattr(r.context, "triggering_input", "y" * 20_000), "context.triggering_input"),
-        (lambda r: setattr(r, "agent_id", "bad agent id!"), "agent_id"),
         # The registry's args_schema (examples/tools.yaml), before the policy.
         (lambda r: r.call.args.Clear(), "call.args.invoice_id"),
         (lambda r: r.call.args.update({"invoice_id": 1001}), "call.args.invoice_id"),
@@ -163,6 +166,34 @@ def test_bad_input_is_invalid_argument_naming_the_field_and_logged(service, rpc,
     new = [json.loads(l)["record"] for l in service.log_lines()[before:]]
     assert [r["kind"] for r in new] == ["rejected"]
     assert new[0]["outcome"] == "rejected" and field in new[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "mutate, field, refusal",
+    [
+        (lambda r: r.ClearField("agent_id"), "agent_id", "wrong_agent"),
+        (lambda r: r.ClearField("task_id"), "task_id", "wrong_task"),
+        (lambda r: setattr(r, "agent_id", "bad agent id!"), "agent_id", "wrong_agent"),
+    ],
+)
+@pytest.mark.parametrize("rpc", ["Decide", "Execute"])
+def test_identity_fields_that_are_not_the_tokens_are_permission_denied_naming_the_field_and_logged(
+        service, rpc, mutate, field, refusal):
+    """agent_id and task_id are checked against the task token before the
+    request is validated: a missing or malformed id is not the token's, so
+    PERMISSION_DENIED (an `auth_refused` entry), still naming the field."""
+    task = start(service)
+    req = request(rpc, task, "read_invoice", {"invoice_id": "INV-1001"})
+    mutate(req)
+    before = len(service.log_lines())
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(service.stub, rpc)(req)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.value.details().startswith(field + ":"), err.value.details()
+    new = [json.loads(l)["record"] for l in service.log_lines()[before:]]
+    assert [r["kind"] for r in new] == ["auth_refused"]
+    assert new[0]["outcome"] == "refused" and new[0]["refusal"] == refusal and new[0]["rpc"] == rpc
+    assert new[0]["principal"]["id"] == AGENT and new[0]["status"] == "PERMISSION_DENIED"
 
 
 def test_args_that_do_not_match_the_tools_schema_never_reach_the_policy_or_the_sandbox(service):
@@ -201,12 +232,26 @@ def test_args_nested_deeper_than_the_limit_are_refused(service):
     assert err.value.details().startswith("call.args.deep.n.n") and "nested deeper than 16" in err.value.details()
 
 
-def test_unknown_task_is_not_found_and_logged(service):
+def test_unknown_task_is_refused_and_logged(service):
+    """A task token is bound to its task, so Decide on a task id that is not
+    the token's is PERMISSION_DENIED (wrong_task) whether or not that task
+    exists; NOT_FOUND for an unknown task is still what an administrator
+    revoking it gets."""
+    start(service)  # the agent's latest token, for a task that is not the one named
     before = len(service.log_lines())
     with pytest.raises(grpc.RpcError) as err:
         decide(service, "tsk_doesnotexist", "read_invoice", {"invoice_id": "INV-1001"})
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    record = json.loads(service.log_lines()[before])["record"]
+    assert record["kind"] == "auth_refused" and record["refusal"] == "wrong_task"
+    assert record["task_id"] == "tsk_doesnotexist"
+
+    before = len(service.log_lines())
+    with pytest.raises(grpc.RpcError) as err:
+        service.admin.RevokeTask(pb.RevokeTaskRequest(task_id="tsk_doesnotexist", reason="test"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert json.loads(service.log_lines()[before])["record"]["kind"] == "rejected"
+    record = json.loads(service.log_lines()[before])["record"]
+    assert record["kind"] == "rejected" and record["task_id"] == "tsk_doesnotexist"
 
 
 def test_task_of_another_agent_is_permission_denied(service):

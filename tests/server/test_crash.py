@@ -14,14 +14,15 @@ from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
 from enforcer.audit.keys import load_public_key
 from enforcer.audit.verify import verify_file
+from tests.auth_client import AgentAuth
 from tests.conftest import Service, write_config
 
 ROUNDS = 5
 
 
-def load(address: str, task: str, acked: list[str], stop: threading.Event) -> None:
+def load(address: str, auth: AgentAuth, task: str, acked: list[str], stop: threading.Event) -> None:
     channel = grpc.insecure_channel(address)
-    stub = pb_grpc.EnforcerServiceStub(channel)
+    stub = pb_grpc.EnforcerServiceStub(grpc.intercept_channel(channel, auth))  # the task's token
     req = pb.DecideRequest(task_id=task, agent_id="finance_agent_v2", call=pb.ToolCall(name="read_invoice"))
     req.call.args.update({"invoice_id": "INV-1001"})
     while not stop.is_set():
@@ -39,7 +40,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
         svc = Service(config)
         task = svc.stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read")).task_id
         stop = threading.Event()
-        workers = [threading.Thread(target=load, args=(svc.address, task, acked, stop)) for _ in range(6)]
+        workers = [threading.Thread(target=load, args=(svc.address, svc.auth, task, acked, stop)) for _ in range(6)]
         for w in workers:
             w.start()
         time.sleep(0.6)

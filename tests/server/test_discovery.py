@@ -1,7 +1,8 @@
 """Discovery: an agent asks which tools it may call (with their argument
 schemas) and what its manifest grants, through the generated client against
 a real `aecl serve`. The answers are reads of the policy in force: they are
-not logged, but every refusal is."""
+not logged, but every refusal is. Discovery needs a task token (the
+agent's latest, through `svc.stub`), so each test starts a task first."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
-from tests.conftest import EXAMPLES, Service, write_config
+from tests.conftest import EXAMPLES, Service, provision, write_config
 from tests.server.test_acceptance import decide, execute, start
 
 FINANCE = "finance_agent_v2"
@@ -55,7 +56,13 @@ def records(service) -> list[dict]:
     return [json.loads(line)["record"] for line in service.log_lines()]
 
 
+def bearer(service, agent: str = FINANCE) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call made with the agent's latest task token."""
+    return (("authorization", f"Bearer {service.auth.by_agent[agent]}"),)
+
+
 def test_list_tools_is_what_the_manifest_allows_or_governs_and_not_what_it_blocks(svc):
+    task = start(svc)
     resp = svc.stub.ListTools(pb.ListToolsRequest(agent_id=FINANCE))
     m = manifest(FINANCE)
     expected = sorted((set(m["allowed_actions"]) | set(m["context_rules"])) - set(m["blocked_actions"]))
@@ -71,11 +78,11 @@ def test_list_tools_is_what_the_manifest_allows_or_governs_and_not_what_it_block
     assert tools["transfer_funds"].context_rule == "requires_human_approval"
     assert all(not t.context_rule for n, t in tools.items() if n != "transfer_funds")
     # The revision the answer was read from is the one decisions are made by.
-    task = start(svc)
     assert resp.policy_revision == decide(svc, task, "read_invoice", {"invoice_id": "INV-1001"}).policy_revision
 
 
 def test_block_wins_and_unregistered_names_are_left_out(svc):
+    start(svc, agent="mixed_agent")
     names = [t.name for t in svc.stub.ListTools(pb.ListToolsRequest(agent_id="mixed_agent")).tools]
     assert names == ["delete_record", "read_invoice"]
 
@@ -83,10 +90,10 @@ def test_block_wins_and_unregistered_names_are_left_out(svc):
 def test_the_listed_schema_is_the_one_enforced(svc):
     """An agent that follows ListTools builds calls that are admitted; one
     that leaves out a required field is refused before the policy."""
+    task = start(svc)
     [tool] = [t for t in svc.stub.ListTools(pb.ListToolsRequest(agent_id=FINANCE)).tools if t.name == "read_invoice"]
     required = list(json_format.MessageToDict(tool.args_schema)["required"])
     assert required == ["invoice_id"]
-    task = start(svc)
     assert execute(svc, task, "read_invoice", {"invoice_id": "INV-1001"}).status == pb.EXECUTION_STATUS_SUCCEEDED
     with pytest.raises(grpc.RpcError) as err:
         execute(svc, task, "read_invoice", {})
@@ -95,6 +102,7 @@ def test_the_listed_schema_is_the_one_enforced(svc):
 
 
 def test_get_agent_permissions_is_the_manifest_as_the_policy_sees_it(svc):
+    start(svc)
     p = svc.stub.GetAgentPermissions(pb.GetAgentPermissionsRequest(agent_id=FINANCE))
     m = manifest(FINANCE)
     assert p.agent_id == FINANCE
@@ -108,6 +116,7 @@ def test_get_agent_permissions_is_the_manifest_as_the_policy_sees_it(svc):
     assert p.shadow is False
     assert p.policy_revision == svc.stub.ListTools(pb.ListToolsRequest(agent_id=FINANCE)).policy_revision
 
+    start(svc, agent="mixed_agent")
     mixed = svc.stub.GetAgentPermissions(pb.GetAgentPermissionsRequest(agent_id="mixed_agent"))
     assert mixed.shadow is True
     assert (mixed.max_tool_calls_per_run, mixed.auto_approve_threshold) == (7, 0.25)
@@ -116,6 +125,7 @@ def test_get_agent_permissions_is_the_manifest_as_the_policy_sees_it(svc):
 
 def test_answers_are_not_logged(svc):
     """Reads that decide and change nothing: no audit entry (README, The API)."""
+    start(svc)
     before = len(svc.log_lines())
     for _ in range(3):
         svc.stub.ListTools(pb.ListToolsRequest(agent_id=FINANCE))
@@ -123,29 +133,86 @@ def test_answers_are_not_logged(svc):
     assert len(svc.log_lines()) == before
 
 
-@pytest.mark.parametrize("rpc,request_type", [("ListTools", pb.ListToolsRequest),
-                                              ("GetAgentPermissions", pb.GetAgentPermissionsRequest)])
-def test_an_agent_without_a_manifest_is_not_found_and_logged(svc, rpc, request_type):
+RPCS = [("ListTools", pb.ListToolsRequest), ("GetAgentPermissions", pb.GetAgentPermissionsRequest)]
+
+
+def refusal(err, code: grpc.StatusCode) -> str:
+    """The status code, and the stable reason (ErrorInfo) the client reads."""
+    assert err.value.code() == code, err.value.details()
+    info = error_details_pb2.ErrorInfo()
+    assert rpc_status.from_call(err.value).details[0].Unpack(info) and info.domain == "aecl"
+    return info.reason
+
+
+@pytest.mark.parametrize("rpc,request_type", RPCS)
+def test_an_agent_without_a_manifest_is_refused_and_logged(svc, rpc, request_type):
+    """An agent without a manifest has no key, so no task token: asking
+    without one is UNAUTHENTICATED, asking with another agent's token is
+    PERMISSION_DENIED. Either way an `auth_refused` entry names the probed id.
+    (The service's own NOT_FOUND behind the gate is unreachable over the wire.)"""
     before = len(svc.log_lines())
     with pytest.raises(grpc.RpcError) as err:
         getattr(svc.stub, rpc)(request_type(agent_id="ghost_agent"))
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert err.value.details() == "agent_id: no manifest for agent 'ghost_agent'"
-    info = error_details_pb2.ErrorInfo()
-    assert rpc_status.from_call(err.value).details[0].Unpack(info) and info.reason == "not_found"
+    assert refusal(err, grpc.StatusCode.UNAUTHENTICATED) == "unauthenticated"
     [record] = records(svc)[before:]
-    assert record["kind"] == "rejected" and record["outcome"] == "rejected"
-    assert (record["rpc"], record["agent_id"], record["error_code"]) == (rpc, "ghost_agent", "not_found")
+    assert (record["kind"], record["outcome"], record["status"]) == ("auth_refused", "refused", "UNAUTHENTICATED")
+    assert (record["rpc"], record["agent_id"], record["refusal"]) == (rpc, "ghost_agent", "missing_token")
 
-
-@pytest.mark.parametrize("rpc,request_type", [("ListTools", pb.ListToolsRequest),
-                                              ("GetAgentPermissions", pb.GetAgentPermissionsRequest)])
-@pytest.mark.parametrize("agent_id", ["", "bad agent!", "finance_agent_v2\n"])
-def test_a_malformed_agent_id_is_invalid_argument_and_logged(svc, rpc, request_type, agent_id):
+    start(svc)
     before = len(svc.log_lines())
     with pytest.raises(grpc.RpcError) as err:
-        getattr(svc.stub, rpc)(request_type(agent_id=agent_id))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        getattr(svc.stub, rpc)(request_type(agent_id="ghost_agent"), metadata=bearer(svc))
+    assert refusal(err, grpc.StatusCode.PERMISSION_DENIED) == "not_authorised"
+    assert err.value.details().startswith("agent_id: ") and "ghost_agent" in err.value.details()
+    [record] = records(svc)[before:]
+    assert (record["kind"], record["rpc"], record["agent_id"], record["refusal"]) == (
+        "auth_refused", rpc, "ghost_agent", "wrong_agent")
+    assert record["principal"]["id"] == FINANCE
+
+
+def reload(svc) -> None:
+    """Reload now. The directory watcher may have applied the change first
+    (then `applied` is False), so only a rejection is an error."""
+    r = svc.admin.ReloadPolicy(pb.ReloadPolicyRequest())
+    assert r.applied or r.message == "policy unchanged", r.message
+
+
+def test_a_token_whose_agent_lost_its_manifest_is_refused_and_logged(svc):
+    """A manifest removed (and reloaded) after its agent got a token: the
+    token no longer proves an agent the policy knows."""
+    agents = svc.config_path.parent / "agents"
+    (agents / "leaving_agent.yaml").write_text(yaml.safe_dump({**MIXED, "agent_id": "leaving_agent"}))
+    provision(svc.config_path)
+    svc.refresh_keys()
+    reload(svc)
+    try:
+        start(svc, agent="leaving_agent")
+        assert [t.name for t in svc.stub.ListTools(pb.ListToolsRequest(agent_id="leaving_agent")).tools] == [
+            "delete_record", "read_invoice"]
+    finally:
+        (agents / "leaving_agent.yaml").unlink()
+        reload(svc)
+    for rpc, request_type in RPCS:
+        before = len(svc.log_lines())
+        with pytest.raises(grpc.RpcError) as err:
+            getattr(svc.stub, rpc)(request_type(agent_id="leaving_agent"))
+        assert refusal(err, grpc.StatusCode.UNAUTHENTICATED) == "unauthenticated"
+        [record] = records(svc)[before:]
+        assert (record["kind"], record["rpc"], record["agent_id"], record["refusal"]) == (
+            "auth_refused", rpc, "leaving_agent", "unknown_agent")
+
+
+@pytest.mark.parametrize("rpc,request_type", RPCS)
+@pytest.mark.parametrize("agent_id", ["", "bad agent!", "finance_agent_v2\n"])
+def test_a_malformed_agent_id_is_refused_and_logged(svc, rpc, request_type, agent_id):
+    """A malformed id is never the token's: PERMISSION_DENIED naming the
+    field, before any validation, and logged."""
+    start(svc)
+    before = len(svc.log_lines())
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(svc.stub, rpc)(request_type(agent_id=agent_id), metadata=bearer(svc))
+    assert refusal(err, grpc.StatusCode.PERMISSION_DENIED) == "not_authorised"
     assert err.value.details().startswith("agent_id: ")
     [record] = records(svc)[before:]
-    assert (record["kind"], record["rpc"], record["error_code"]) == ("rejected", rpc, "invalid_argument")
+    assert (record["kind"], record["rpc"], record["refusal"]) == ("auth_refused", rpc, "wrong_agent")
+    assert record["agent_id"] == agent_id and record["principal"]["id"] == FINANCE
