@@ -201,6 +201,26 @@ class ExecutionRecord(CallFields):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConnectorRequestRecord(CallFields):
+    """One request a sandboxed tool made through a connector, forwarded or
+    refused by the host-side proxy; linked to its execution by decision_id
+    and sandbox_id. Never the credential the connector injected."""
+
+    KIND: ClassVar[str] = "connector_request"
+    kind: Literal["connector_request"] = "connector_request"
+    connector: str
+    method: str
+    path: str
+    status: int
+    upstream_status: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duration_ms: float = 0.0
+    # Why the proxy refused it (not_allowed, unknown_connector, ...); None when forwarded.
+    refused: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RejectedRecord(CallFields):
     """A request refused before any decision: bad input, unknown task, a
     foreign caller, an unavailable dependency. `error_code` is the stable
@@ -262,13 +282,14 @@ class ServiceRecord(Header):
     pid: int = 0
 
 
-Record = (TaskStarted | TokenRenewed | DecisionRecord | ExecutionRecord | RejectedRecord | AuthRefused
-          | RevocationRecord | PolicyReload | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
+Record = (TaskStarted | TokenRenewed | DecisionRecord | ExecutionRecord | ConnectorRequestRecord | RejectedRecord
+          | AuthRefused | RevocationRecord | PolicyReload | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
 KINDS: dict[str, type] = {cls.KIND: cls for cls in
-                          (TaskStarted, TokenRenewed, DecisionRecord, ExecutionRecord, RejectedRecord, AuthRefused,
-                           RevocationRecord, PolicyReload, CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
-CALL_KINDS = frozenset({"task_started", "token_renewed", "decision", "execution", "rejected", "auth_refused",
-                        "revocation", "policy_reload"})
+                          (TaskStarted, TokenRenewed, DecisionRecord, ExecutionRecord, ConnectorRequestRecord,
+                           RejectedRecord, AuthRefused, RevocationRecord, PolicyReload, CheckpointRecord,
+                           KeyTransitionRecord, ServiceRecord)}
+CALL_KINDS = frozenset({"task_started", "token_renewed", "decision", "execution", "connector_request", "rejected",
+                        "auth_refused", "revocation", "policy_reload"})
 
 
 @cache
