@@ -16,6 +16,21 @@ from enforcer.sandbox.profile import SandboxProfile
 SANDBOX_TOOLS_DIR = "/opt/aecl/tools"
 WORKDIR = "/tmp"
 
+# A sandbox with connectors (enforcer/connectors): the execution's Unix
+# socket and the bridge that serves it as an HTTP proxy on the sandbox's own
+# loopback (HTTP_PROXY=http://127.0.0.1:3128 for the tool).
+BRIDGE_SOURCE = Path(__file__).resolve().parent / "bridge.py"
+SANDBOX_BRIDGE = "/opt/aecl/bridge.py"
+SANDBOX_CONNECTOR_SOCKET = "/run/aecl/connector.sock"
+BRIDGE_LISTEN = "127.0.0.1:3128"
+
+
+def bridge_command(command: list[str]) -> list[str]:
+    """`command` run under the in-sandbox bridge. -I: the bridge imports the
+    standard library only, whatever PYTHON* variables a profile sets."""
+    return ["/usr/bin/python3", "-I", SANDBOX_BRIDGE, "--listen", BRIDGE_LISTEN,
+            "--socket", SANDBOX_CONNECTOR_SOCKET, "--", *command]
+
 
 def bwrap_argv(
     bwrap: str,
@@ -28,10 +43,17 @@ def bwrap_argv(
     seccomp_fd: int | None = None,
     info_fd: int | None = None,
     block_fd: int | None = None,
+    connector_socket: Path | str | None = None,
 ) -> list[str]:
+    """connector_socket: the host path of the execution's connector socket
+    (ConnectorGateway.endpoint). When given, it is bound read-only at
+    SANDBOX_CONNECTOR_SOCKET (connect() on a socket works through a read-only
+    bind: only writes to files and directories get EROFS), the bridge at
+    SANDBOX_BRIDGE, and `command` runs under the bridge. The runner pairs it
+    with the seccomp variant that allows AF_INET/AF_INET6 sockets."""
     argv = [
         bwrap,
-        "--unshare-all",  # user, ipc, pid, net, uts, cgroup: no network at all
+        "--unshare-all",  # user, ipc, pid, net, uts, cgroup: no network (at most its own loopback)
         "--unshare-user",
         "--disable-userns",  # no nested user namespace: `unshare -r` fails inside
         "--uid", str(profile.uid),
@@ -48,6 +70,10 @@ def bwrap_argv(
         argv += ["--symlink", target, link]
     if tools_dir is not None:
         argv += ["--ro-bind", str(tools_dir), SANDBOX_TOOLS_DIR]
+    if connector_socket is not None:
+        argv += ["--ro-bind", str(connector_socket), SANDBOX_CONNECTOR_SOCKET,
+                 "--ro-bind", str(BRIDGE_SOURCE), SANDBOX_BRIDGE]
+        command = bridge_command(command)
     argv += [
         "--proc", "/proc",
         # Read-only /proc: when the service runs as root the sandbox's processes

@@ -35,6 +35,7 @@ import os
 import re
 import resource
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -229,6 +230,9 @@ class BwrapRunner:
         self.profile = profile
         self.max_output_bytes = max_output_bytes
         self.seccomp: SeccompProgram | None = compile_filter() if profile.seccomp else None
+        # For sandboxes with a connector socket: AF_INET/AF_INET6 allowed too,
+        # for the bridge on the sandbox's own loopback (see compile_filter).
+        self.seccomp_inet: SeccompProgram | None = compile_filter(allow_inet=True) if profile.seccomp else None
         self.rlimits = rlimits_for(profile.limits)
         self._slots = _Slots(max_concurrent, max_waiting)
         self._closing = False  # set by kill_all: no new sandbox starts after it
@@ -285,9 +289,17 @@ class BwrapRunner:
     async def run(
         self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
         *, sandbox: SandboxOverrides | None = None, release: Awaitable[object] | None = None,
-        sandbox_id: str | None = None,
+        sandbox_id: str | None = None, connector_socket: Path | None = None,
     ) -> SandboxResult:
         """Run `command` in a new sandbox (see SandboxBackend.run).
+
+        connector_socket: the execution's connector endpoint (a Unix socket
+        from enforcer.connectors.ConnectorGateway.endpoint). The sandbox then
+        reaches it at /run/aecl/connector.sock, the tool runs under the
+        bridge (HTTP_PROXY=http://127.0.0.1:3128 inside), and the seccomp
+        filter also allows AF_INET/AF_INET6 sockets (the network namespace
+        still holds only the sandbox's own loopback). Without it nothing
+        changes: AF_UNIX sockets only, no bridge.
 
         sandbox_id: the id to use (from new_sandbox_id()), so a caller that
         is cancelled still knows which sandbox its call had.
@@ -304,6 +316,8 @@ class BwrapRunner:
         Raises SandboxBusy at once when max_concurrent sandboxes run and
         max_waiting callers already wait for a slot, or when no slot came
         free within timeout_s (the wait counts against the call's timeout)."""
+        if connector_socket is not None:
+            _check_connector_socket(connector_socket)  # before anything starts
         gate = asyncio.ensure_future(release) if release is not None else None
         entered = time.monotonic()
         try:
@@ -323,7 +337,8 @@ class BwrapRunner:
                     # cannot reach a sandbox that does not exist yet.
                     raise SandboxError("not started: the service is shutting down")
                 return await self._run(command, stdin, left, tools_dir, sandbox, gate,
-                                       _checked_id(sandbox_id) if sandbox_id else new_sandbox_id())
+                                       _checked_id(sandbox_id) if sandbox_id else new_sandbox_id(),
+                                       connector_socket)
             finally:
                 self._slots.release()
         finally:
@@ -334,8 +349,10 @@ class BwrapRunner:
                     gate.exception()  # retrieved: its failure, if any, is ours to report
 
     async def _run(self, command: list[str], stdin: bytes, timeout_s: float, tools_dir: Path | None,
-                   sandbox: SandboxOverrides | None, gate: asyncio.Future | None, sandbox_id: str) -> SandboxResult:
+                   sandbox: SandboxOverrides | None, gate: asyncio.Future | None, sandbox_id: str,
+                   connector_socket: Path | None = None) -> SandboxResult:
         loop = asyncio.get_running_loop()
+        seccomp = self.seccomp_inet if connector_socket is not None else self.seccomp
         lifetime = self.profile.lifetime_s
         budget = min(timeout_s, lifetime)
         started = time.monotonic()
@@ -343,8 +360,8 @@ class BwrapRunner:
         parent_fds: list[int] = []
         child_fds: list[int] = []
         try:
-            if self.seccomp is not None:
-                child_fds.append(self.seccomp.pipe())
+            if seccomp is not None:
+                child_fds.append(seccomp.pipe())
             info_r, info_w = os.pipe2(os.O_CLOEXEC)
             parent_fds.append(info_r)
             child_fds.append(info_w)
@@ -355,8 +372,9 @@ class BwrapRunner:
                 self.bwrap, self.profile, command, tools_dir,
                 tmpfs_size_bytes=sandbox.tmpfs_size_bytes if sandbox else None,
                 extra_ro_binds=sandbox.ro_binds if sandbox else (),
-                seccomp_fd=child_fds[0] if self.seccomp is not None else None,
+                seccomp_fd=child_fds[0] if seccomp is not None else None,
                 info_fd=info_w, block_fd=block_r,
+                connector_socket=connector_socket,
             )
             proc = subprocess.Popen(
                 argv,
@@ -745,6 +763,19 @@ async def _read_all(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
     finally:
         loop.remove_reader(fd)
     return bytes(buf)
+
+
+def _check_connector_socket(path: Path) -> None:
+    """The connector endpoint must be an existing Unix socket given by an
+    absolute path (bubblewrap binds it by that path)."""
+    if not os.path.isabs(path):
+        raise SandboxError(f"connector socket {path} is not an absolute path")
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as e:
+        raise SandboxError(f"connector socket {path}: {e}") from e
+    if not stat.S_ISSOCK(mode):
+        raise SandboxError(f"connector socket {path} is not a Unix socket")
 
 
 def _child_pid(info: bytes) -> int | None:

@@ -53,6 +53,8 @@ CLONE_NAMESPACE_FLAGS = {
 # 32-bit int, so only the low 32 bits are compared.
 DENIED_IOCTLS = {"TIOCSTI": 0x5412, "TIOCLINUX": 0x541C}
 AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,13 @@ class SeccompProgram:
     denied: tuple[str, ...]     # syscalls denied outright
     unknown: tuple[str, ...]    # names this libseccomp does not know (so not filtered)
     libseccomp: str
+    # socket() families allowed: AF_UNIX only, or AF_UNIX/AF_INET/AF_INET6
+    # for a sandbox with a connector (compile_filter(allow_inet=True)).
+    socket_families: tuple[str, ...] = ("AF_UNIX",)
 
     def describe(self) -> str:
-        return (f"seccomp on ({len(self.denied)} syscalls denied, socket() other than AF_UNIX, "
+        return (f"seccomp on ({len(self.denied)} syscalls denied, socket() other than "
+                f"{'/'.join(self.socket_families)}, "
                 f"clone() namespace flags, {'/'.join(DENIED_IOCTLS)} ioctls, 32-bit/x32 ABIs; "
                 f"{len(self.bpf) // 8} BPF instructions)")
 
@@ -83,10 +89,20 @@ class SeccompProgram:
         return r
 
 
-def compile_filter() -> SeccompProgram:
+def compile_filter(*, allow_inet: bool = False) -> SeccompProgram:
     """Build the filter for the machine's native ABI. Raises SandboxError when
     libseccomp or its binding is missing: the profile asked for seccomp, and a
-    sandbox without it must not start."""
+    sandbox without it must not start.
+
+    allow_inet: also allow socket(AF_INET) and socket(AF_INET6), for a
+    sandbox that reaches its connectors through the in-sandbox bridge
+    (enforcer/sandbox/bridge.py listens on 127.0.0.1 and the tool's HTTP
+    client connects to it). This is safe because bubblewrap still unshares
+    the network namespace: the sandbox's namespace holds only its own `lo`,
+    with no route anywhere else, and the sandbox has no capability to add an
+    interface or a route (nor CAP_NET_RAW for raw sockets). Every other
+    family (netlink, packet, vsock, ...) and everything else the filter
+    denies stays denied."""
     try:
         import pyseccomp as sc
     except (ImportError, RuntimeError, OSError) as e:
@@ -107,7 +123,18 @@ def compile_filter() -> SeccompProgram:
             continue
         f.add_rule(eperm, name)
         denied.append(name)
-    f.add_rule(eperm, "socket", sc.Arg(0, sc.NE, AF_UNIX))
+    if allow_inet:
+        # Deny every family but AF_UNIX (1), AF_INET (2) and AF_INET6 (10):
+        # 0, 3..9 and >= 11 (the 64-bit argument compared whole, so a value
+        # with high bits set is >= 11 and denied too).
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.GE, AF_INET6 + 1))
+        for family in range(AF_INET6):
+            if family not in (AF_UNIX, AF_INET):
+                f.add_rule(eperm, "socket", sc.Arg(0, sc.EQ, family))
+        families: tuple[str, ...] = ("AF_UNIX", "AF_INET", "AF_INET6")
+    else:
+        f.add_rule(eperm, "socket", sc.Arg(0, sc.NE, AF_UNIX))
+        families = ("AF_UNIX",)
     for flag in CLONE_NAMESPACE_FLAGS.values():
         f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     for request in DENIED_IOCTLS.values():
@@ -121,4 +148,4 @@ def compile_filter() -> SeccompProgram:
     if not bpf or len(bpf) % 8:
         raise SandboxError(f"libseccomp produced an invalid BPF program ({len(bpf)} bytes)")
     return SeccompProgram(bpf=bpf, denied=tuple(denied), unknown=tuple(unknown),
-                          libseccomp=getattr(sc, "_libseccomp_path", "libseccomp"))
+                          libseccomp=getattr(sc, "_libseccomp_path", "libseccomp"), socket_families=families)
