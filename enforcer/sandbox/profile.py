@@ -27,7 +27,7 @@ FORBIDDEN_TREES = (
     "/etc/ssh", "/etc/ssl/private", "/etc/aecl",
 )
 # Where the sandbox's own mounts go: a bind there would shadow them.
-RESERVED_MOUNTS = ("/proc", "/dev", "/tmp", "/opt/aecl/tools")
+RESERVED_MOUNTS = ("/proc", "/dev", "/tmp", "/opt/aecl/tools", "/opt/aecl/bridge.py")
 
 Size = Annotated[int, Field(gt=0, le=1 << 40)]
 
