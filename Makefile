@@ -11,7 +11,7 @@ KEYS := var/keys
 .PHONY: help setup setup-dev run keys test check lint-proto gen gen-check policy-wasm rego-check check-readme pytest bench demo clean
 
 help:
-	@echo "make run    - install what is needed and serve the demo config on 127.0.0.1:50051"
+	@echo "make run    - install what is needed and serve the demo config on 127.0.0.1:50051, beside the example world"
 	@echo "make test   - install everything (venv, bubblewrap, buf, OPA) and run every check"
 	@echo "make demo   - play the before/after story against a running 'make run'"
 	@echo "make bench  - benchmarks against same-run baselines"
@@ -39,10 +39,12 @@ keys: setup
 	$(AECL) --log-level WARNING credentials demo --config '$(CONFIG)'
 
 # make run [CONFIG=path/to/aecl.yaml] [LISTEN=host:port] [METRICS_LISTEN=host:port|off]
-# The service prints what it serves (addresses as bound, audit log, engine, policy).
+# The example world (examples/world) starts first, beside the service, and
+# stops with it. The service prints what it serves (addresses as bound, audit
+# log, engine, policy).
 run: setup keys
 	@echo "try: $(if $(LISTEN),$(PY) examples/demo.py --target HOST:PORT (the address below),make demo) in another shell"
-	@exec $(AECL) serve --config '$(CONFIG)' $(if $(LISTEN),--listen '$(LISTEN)') $(if $(METRICS_LISTEN),--metrics-listen '$(METRICS_LISTEN)')
+	@exec scripts/serve-with-world.sh --config '$(CONFIG)' $(if $(LISTEN),--listen '$(LISTEN)') $(if $(METRICS_LISTEN),--metrics-listen '$(METRICS_LISTEN)')
 
 test: setup-dev check pytest
 

@@ -94,6 +94,26 @@ class HitlConfig(_Strict):
     default_ttl_seconds: int = Field(default=3600, gt=0)
 
 
+class HistoryConfig(_Strict):
+    """Rules on what a task already did (rego/aecl/history.rego), from the
+    task's history of calls in the policy input. Data, not code: Rego reads
+    it from data.aecl.config.history. Strict: a `true` or a "100" is
+    refused, never read as a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # tool -> the most the tool's amounts (its registry amount_arg) may add
+    # up to in one task: the earlier approved and escalated calls' amounts
+    # plus this call's. Above it, the call is blocked.
+    amount_caps: dict[str, Annotated[int | float, Field(ge=0)]] = {}
+    # tool -> N: at most N calls of the tool on the same resource (its
+    # registry resource_arg; a tool without one counts all its calls), blocked
+    # ones aside, within window_seconds: the (N+1)th is blocked. At least 1
+    # (to forbid a tool, leave it off the agent's allow list).
+    max_repeats: dict[str, Annotated[int, Field(ge=1)]] = {}
+    window_seconds: int = Field(default=3600, gt=0)
+
+
 class OpaConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8181, ge=1, le=65535)
@@ -125,6 +145,7 @@ class PolicyConfig(_Strict):
     rego_dir: ConfigPath
     risk: RiskModel = RiskModel()
     hitl: HitlConfig = HitlConfig()
+    history: HistoryConfig = HistoryConfig()
     # shadow: decisions are computed and logged with shadow=true, but calls
     # proceed as if approved. For rolling out a policy; loud in the logs.
     mode: Literal["enforce", "shadow"] = "enforce"
@@ -254,6 +275,42 @@ def transport_problem(listen: str, tls: TlsConfig | None, plaintext: bool) -> st
     return None
 
 
+class ConnectorRoute(_Strict):
+    """Requests a connector lets through: these methods under this path prefix."""
+
+    methods: list[Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]] = Field(min_length=1)
+    path_prefix: str = Field(pattern=r"^/")
+
+
+class ConnectorCredential(_Strict):
+    """The secret the connector injects upstream: from a file or an environment
+    variable of the service, never from the agent. Sent as `header: scheme value`."""
+
+    file: ConfigPath | None = None
+    env: str | None = None
+    header: str = "Authorization"
+    scheme: str = "Bearer"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConnectorCredential:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file or env")
+        return self
+
+
+class ConnectorConfig(_Strict):
+    """An approved, scoped way out of the sandbox to one upstream."""
+
+    base_url: str = Field(pattern=r"^https?://[^/?#]+(/.*)?$")
+    credential: ConnectorCredential | None = None
+    allow: list[ConnectorRoute] = Field(min_length=1)
+    # The manifest credential_scope entry a task needs to use this connector
+    # (e.g. payments:initiate); checked by the policy before any sandbox starts.
+    scope: str = Field(min_length=1)
+    timeout_s: PositiveFloat = 10.0
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+
+
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
     agents_dir: ConfigPath
@@ -268,6 +325,8 @@ class ServiceConfig(_Strict):
     sandbox: SandboxConfig = SandboxConfig()
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    # name -> connector; a tool's registry entry names the connectors it may use.
+    connectors: dict[PrincipalName, ConnectorConfig] = {}
 
     @model_validator(mode="after")
     def _transport(self) -> ServiceConfig:

@@ -76,6 +76,17 @@ class ToolSpec(_Strict):
     # shipped policy refuses a declared path that is absolute or climbs
     # above its start (rego/aecl/paths.rego).
     path_args: list[Name] = []
+    # Name of the argument naming the resource the tool touches (record_id,
+    # event_id, service). Its value, as sent (a string or an integer of at
+    # most 256 bytes), is input.resource and is kept in the task's history;
+    # a write outside the task's declared_resources is blocked at the intent
+    # gate (rego/aecl/intent.rego), and repeats on one resource are bounded
+    # (rego/aecl/history.rego).
+    resource_arg: Name | None = None
+    # The connectors (the service config's `connectors`, by name) this tool
+    # may use. Every one must be configured (checked at load), and its scope
+    # must be in the calling agent's credential_scope (rego/aecl/scope.rego).
+    connectors: list[Name] = []
     # The registered tool that undoes this one. An irreversible tool without
     # one always waits for a human (HITL routing in rego/aecl/hitl.rego).
     compensating_action: Name | None = None
@@ -114,6 +125,11 @@ class ToolSpec(_Strict):
             seen.add(name)
         if self.amount_arg is not None and self.amount_arg in seen:
             raise ValueError(f"path_args: '{self.amount_arg}' cannot be both an amount and a path")
+        if self.resource_arg is not None and self.resource_arg == self.amount_arg:
+            raise ValueError(f"resource_arg: '{self.resource_arg}' cannot be both an amount and a resource")
+        if len(set(self.connectors)) != len(self.connectors):
+            twice = next(c for c in self.connectors if self.connectors.count(c) > 1)
+            raise ValueError(f"connectors: '{twice}' is listed more than once")
         return self
 
 

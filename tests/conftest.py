@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -35,7 +37,25 @@ def keypair(tmp_path: Path) -> tuple[Path, Path]:
     return generate_keypair(tmp_path / "keys")
 
 
-def write_config(directory: Path, **overrides) -> Path:
+def demo_connectors(directory: Path, world: dict[str, str] | None = None) -> dict:
+    """The demo config's connectors (examples/aecl.yaml), pointed at `world`
+    (name -> base URL, as examples/world/serve.py writes them) or, without
+    one, at a closed port; the payments credential is `world`'s key file or
+    a fresh one under `directory`."""
+    demo = yaml.safe_load((EXAMPLES / "aecl.yaml").read_text())
+    connectors = demo["connectors"]
+    key_file = Path(world["payments_key_file"]) if world else directory / "payments.key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32) + "\n")
+        key_file.chmod(0o600)
+    for name, c in connectors.items():
+        c["base_url"] = (world or {}).get(name, "http://127.0.0.1:9")  # 9: discard, nothing listens
+        if "credential" in c:
+            c["credential"] = {**c["credential"], "file": str(key_file)}
+    return connectors
+
+
+def write_config(directory: Path, *, world: dict[str, str] | None = None, **overrides) -> Path:
     """A service config over the example manifests and registry, with its
     state, keys, log and credentials under `directory`: a token key, and an
     API key for every agent manifest, the approver and the admin
@@ -44,11 +64,13 @@ def write_config(directory: Path, **overrides) -> Path:
     keys = directory / "keys"
     if not (keys / "audit.key").exists():
         generate_keypair(keys)
+    demo = yaml.safe_load((EXAMPLES / "aecl.yaml").read_text())
     config = {
         "listen": f"127.0.0.1:{free_port()}",
         "agents_dir": str(EXAMPLES / "agents"),
         "tool_registry": str(EXAMPLES / "tools.yaml"),
-        "policy": {"engine": "embedded", "rego_dir": str(REPO / "rego")},
+        "policy": {"engine": "embedded", "rego_dir": str(REPO / "rego"), "history": demo["policy"]["history"]},
+        "connectors": demo_connectors(directory, world),
         "audit": {"path": str(directory / "audit.jsonl"), "signing_key": str(keys / "audit.key")},
         "state": {"sqlite_path": str(directory / "state.db")},
         "plaintext": True,
@@ -135,6 +157,38 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     svc = Service(write_config(tmp_path_factory.mktemp("svc")))
     yield svc
     svc.stop()
+
+
+class World:
+    """examples/world/serve.py as a child process, on free ports."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ports_file = directory / "world.json"
+        self.proc = subprocess.Popen([sys.executable, str(EXAMPLES / "world" / "serve.py"), "--dir", str(directory),
+                                      "--ports-file", str(self.ports_file)],
+                                     stdout=subprocess.PIPE, stderr=open(directory / "world.log", "wb"))
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("ready"):
+            self.stop()
+            raise RuntimeError(f"the example world did not start: {(directory / 'world.log').read_text()}")
+        self.urls: dict[str, str] = json.loads(self.ports_file.read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    w = World(tmp_path_factory.mktemp("world"))
+    yield w
+    w.stop()
 
 
 def require_bwrap() -> None:

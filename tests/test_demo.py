@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO, Service, free_port, write_config
+from tests.conftest import REPO, Service, World, free_port, write_config
 
 DEMO = ["examples/demo.py"]
 
@@ -16,12 +16,15 @@ def run_demo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_demo_plays_the_whole_story(tmp_path):
-    svc = Service(write_config(tmp_path))
+    world = World(tmp_path / "world")
+    svc = Service(write_config(tmp_path, world=world.urls))
     try:
-        r = run_demo("--target", svc.address, "--key-file", str(svc.credentials_dir / "finance_agent_v2.key"))
+        r = run_demo("--target", svc.address, "--key-file", str(svc.credentials_dir / "finance_agent_v2.key"),
+                     "--world", str(world.ports_file))
         log = "\n".join(svc.log_lines())
     finally:
         svc.stop()
+        world.stop()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PENDING_APPROVAL" in r.stdout and "BLOCK" in r.stdout
     assert "SUCCEEDED" in r.stdout
@@ -29,6 +32,10 @@ def test_demo_plays_the_whole_story(tmp_path):
     # Both refusals are in the log; the key is not.
     assert '"refusal":"wrong_agent"' in log.replace(" ", "") and '"refusal":"bad_signature"' in log.replace(" ", "")
     assert svc.key("finance_agent_v2") not in log + r.stdout
+    # The world changed as the story says: the record updated, the webhook fired three times.
+    assert '"status": "approved"' in r.stdout and '"deliveries": 3' in r.stdout and "(version 2)" in r.stdout
+    for gate in ("gate: intent", "gate: history", "gate: scope"):
+        assert gate in r.stdout
     assert "aecl verify --log var/audit.jsonl --pubkey var/keys/audit.pub" in r.stdout
     assert "\033[" not in r.stdout  # no colour codes when stdout is not a tty
 

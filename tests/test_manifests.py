@@ -145,3 +145,23 @@ def test_registry_refuses_a_malformed_path_args(tmp_path, value, words):
         f"    path_args: {value}\n")
     with pytest.raises(ConfigError, match=words):
         load_registry(tmp_path / "t.yaml")
+
+
+def test_registry_declares_a_tools_resource_argument_and_connectors(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "tools:\n  update_record:\n    command: [/bin/true]\n    access: write\n"
+        "    resource_arg: record_id\n    connectors: [records]\n"
+        "  read_invoice:\n    command: [/bin/true]\n    access: read\n")
+    registry = load_registry(tmp_path / "t.yaml")
+    assert registry.tools["update_record"].resource_arg == "record_id"
+    assert registry.tools["update_record"].connectors == ["records"]
+    assert registry.tools["read_invoice"].resource_arg is None and registry.tools["read_invoice"].connectors == []
+
+
+@pytest.mark.parametrize(("field", "value"), [("resource_arg", "'record id'"), ("connectors", "['rec\\n']"),
+                                              ("connectors", "records")])
+def test_registry_refuses_a_malformed_resource_argument_or_connector(tmp_path, field, value):
+    (tmp_path / "t.yaml").write_text(f"tools:\n  x:\n    command: [/bin/true]\n    access: write\n"
+                                     f"    {field}: {value}\n")
+    with pytest.raises(ConfigError, match=f"tools.x.{field}"):
+        load_registry(tmp_path / "t.yaml")

@@ -16,11 +16,12 @@ import grpc
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port, write_config
+from tests.conftest import REPO, World, free_port, write_config
 
 README = REPO / "README.md"
 MASKS = [
     (re.compile(r"\b(tsk|evt|apr|dec|sbx)_[0-9a-f]{32}\b"), r"\1_<id>"),
+    (re.compile(r"\bsnap_[0-9a-f]{16}\b"), "snap_<id>"),
     (re.compile(r"sha256:[0-9a-f]{64}"), "sha256:<digest>"),
     (re.compile(r"\(\d+\.\d+s\)"), "(<t>s)"),
     (re.compile(r"\b127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
@@ -69,8 +70,9 @@ def shell(command: str, root: Path) -> list[str]:
 
 @pytest.fixture
 def service(tmp_path):
-    """`make run`'s service, on the walkthrough's paths (var/ under a fresh root)."""
-    config = write_config(tmp_path / "var", metrics={"listen": f"127.0.0.1:{free_port()}"})
+    """`make run`'s service and example world, on the walkthrough's paths (var/ under a fresh root)."""
+    world = World(tmp_path / "var" / "world")
+    config = write_config(tmp_path / "var", world=world.urls, metrics={"listen": f"127.0.0.1:{free_port()}"})
     out = tmp_path / "serve.out"
     proc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)], cwd=REPO,
                             stdout=open(out, "w"), stderr=subprocess.DEVNULL)
@@ -82,6 +84,7 @@ def service(tmp_path):
     if proc.poll() is None:
         proc.terminate()
         proc.wait(15)
+    world.stop()
 
 
 def test_the_walkthrough_prints_what_the_readme_shows(service, tmp_path):
@@ -100,7 +103,8 @@ def test_the_walkthrough_prints_what_the_readme_shows(service, tmp_path):
 
     # make demo: everything from the part the README quotes.
     demo = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--target", address,
-                           "--key-file", str(tmp_path / "var" / "credentials" / "finance_agent_v2.key")],
+                           "--key-file", str(tmp_path / "var" / "credentials" / "finance_agent_v2.key"),
+                           "--world", str(tmp_path / "var" / "world" / "world.json")],
                           capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     expected = after_ellipsis(blocks[1][0][1])

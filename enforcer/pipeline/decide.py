@@ -1,8 +1,8 @@
 """Stage 2, decide: what does the policy in force say about this call?
 
 Invariants:
-- the policy input is built from the operator's registry and the stored
-  task, never from the agent's claims about risk (policy_input.py);
+- the policy input is built from the operator's registry, the stored task
+  and its history, never from the agent's claims about risk (policy_input.py);
 - any engine failure, missing or malformed answer is a BLOCK
   (enforcer.policy.evaluate), also in shadow mode;
 - nothing is written: the stage returns the decision and the record that
@@ -29,7 +29,8 @@ async def decide(req: CallRequest, active: ActivePolicy, admitted: Admitted, now
                  t0: float) -> tuple[Decision, DecisionRecord]:
     engine = active.engine
     decision_id = new_id("dec")
-    policy_input = build_policy_input(req, admitted.tool, admitted.task, now)
+    policy_input = build_policy_input(req, admitted.tool, admitted.task, now, admitted.history,
+                                      history_truncated=admitted.history_truncated)
     if engine.blocking:  # network I/O (a sidecar): off the event loop
         decision = await asyncio.get_running_loop().run_in_executor(
             None, lambda: evaluate_decision(engine, policy_input, decision_id=decision_id))

@@ -5,6 +5,12 @@ Invariants (enforcer.state.store documents the ordering table):
 - a state change commits only after the entry that explains it is durable;
   if the append fails, the transaction rolls back: no claimed call, no
   pending approval exists that the log does not show;
+- every Execute that reaches a decision adds one call to its task's history
+  (its tool, the decision's outcome, the registry-declared amount and
+  resource), in the claim's transaction: it commits with the claim, after
+  the decision's append, or not at all. In shadow mode the history keeps the
+  policy's outcome, not what ran, so a shadowed rule sees what enforcing it
+  would have seen;
 - shadow mode: a non-approving verdict is logged with enforced=false and the
   call proceeds as if approved. Loud on purpose;
 - an approved call goes to run-approved with its authorisation (append,
@@ -22,6 +28,7 @@ from enforcer.errors import StoreError
 from enforcer.pipeline.admit import Admitted
 from enforcer.pipeline.journal import Journal
 from enforcer.pipeline.payload import payload
+from enforcer.pipeline.policy_input import call_amount, call_resource
 from enforcer.pipeline.rejection import rejected_record
 from enforcer.pipeline.request import CallRequest, ExecuteResult
 from enforcer.pipeline.run_approved import RunApproved
@@ -39,7 +46,8 @@ class Dispatch:
         self.clock = clock
 
     async def execute(self, req: CallRequest, active: ActivePolicy, admitted: Admitted, decision: Decision,
-                      record: DecisionRecord, tx: StoreTx, t0: float) -> ExecuteResult:
+                      record: DecisionRecord, tx: StoreTx, t0: float, *, now: float | None = None) -> ExecuteResult:
+        await self._record_call(req, admitted, decision, tx, t0, self.clock() if now is None else now)
         if decision.shadow and decision.outcome != "approve":
             log.warning("SHADOW: %s %s for agent %s would be %s (%s: %s); running it anyway",
                         req.rpc, req.tool, req.agent_id, decision.outcome.upper(), decision.rule, decision.reason)
@@ -67,6 +75,21 @@ class Dispatch:
 
         return await self.run_approved.run(req, admitted.tool, admitted.task, decision, authorised=authorise(),
                                            tools_dir=active.registry.tools_dir, t0=t0)
+
+    async def _record_call(self, req: CallRequest, admitted: Admitted, decision: Decision, tx: StoreTx,
+                           t0: float, now: float) -> None:
+        """The call joins its task's history. Should the store fail, nothing
+        runs and nothing was logged yet: log the failure, naming the decision."""
+        try:
+            await tx.record_call(req.task_id, at=now, tool=req.tool, outcome=decision.outcome,
+                                 amount=call_amount(req.args, admitted.tool),
+                                 resource=call_resource(req.args, admitted.tool))
+        except StoreError as e:
+            await self.journal.append(rejected_record(
+                req.rpc, req.agent_id, req.task_id, req.tool, payload(req), e, now=self.clock(),
+                policy_revision=decision.policy_revision, t0=t0, decision_id=decision.decision_id,
+                principal=req.principal))
+            raise
 
     async def _commit(self, tx: StoreTx, req: CallRequest, decision: Decision, t0: float) -> None:
         """Commit after the decision's append. Should the commit fail, the log

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from enforcer.audit.log import AuditLog
@@ -29,6 +29,7 @@ from enforcer.audit.records import (AuthRefused, PolicyReload, Principal, Revoca
 from enforcer.audit.records import TaskStarted as TaskStartedRecord
 from enforcer.audit.records import TokenRenewed as TokenRenewedRecord
 from enforcer.config import LimitsConfig, SandboxConfig
+from enforcer.connectors.proxy import Connector
 from enforcer.errors import AeclError, NotAuthorised, NotFound, TaskOver, Unauthenticated
 from enforcer.identity.revocations import Revocations
 from enforcer.identity.tokens import TokenIssuer
@@ -65,6 +66,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         tokens: TokenIssuer | None = None,
         service_id: str = "aecl",
+        connectors: Mapping[str, Connector] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -81,7 +83,7 @@ class Pipeline:
         self.revocations = Revocations()
         self.journal = Journal(audit, metrics)
         self.run_approved = RunApproved(self.journal, sandbox, sandbox_config, lambda: self.clock(),
-                                        lambda: self.shutting_down)
+                                        lambda: self.shutting_down, connectors)
         self.dispatch = Dispatch(self.journal, self.run_approved, lambda: self.clock())
 
     # -- StartTask -------------------------------------------------------
@@ -94,6 +96,7 @@ class Pipeline:
             task_id=new_id("tsk"), agent_id=req.agent_id, declared_goal=req.declared_goal,
             declared_actions=req.declared_actions, started_at=now,
             expires_at=now + self.sandbox_config.task_timeout_s, calls_so_far=0,
+            declared_resources=req.declared_resources,
         )
         try:
             validate_start_task(req)
@@ -104,7 +107,8 @@ class Pipeline:
         record = TaskStartedRecord(
             timestamp=timestamp(now), agent_id=req.agent_id, task_id=task.task_id, principal=req.principal,
             rpc="StartTask",
-            input_payload={"declared_goal": req.declared_goal, "declared_actions": list(req.declared_actions)},
+            input_payload={"declared_goal": req.declared_goal, "declared_actions": list(req.declared_actions),
+                           "declared_resources": list(req.declared_resources)},
             policy_applied=revision, outcome="started",
             reason=f"task expires at {timestamp(task.expires_at)}", latency_ms=_ms(t0),
             token_id=issued.claims.token_id if issued else None,
@@ -255,7 +259,7 @@ class Pipeline:
                 refused = e  # rolled back on the way out: a refused call counts nothing
             else:
                 decision, record = await decide(req, active, admitted, now, t0)
-                return await self.dispatch.execute(req, active, admitted, decision, record, tx, t0)
+                return await self.dispatch.execute(req, active, admitted, decision, record, tx, t0, now=now)
         # Logged outside the transaction: no one waits on its lock for this fsync.
         await self._reject(req.rpc, req.agent_id, req.task_id, req.tool, payload(req), refused, t0, active.revision,
                            req.principal)

@@ -5,21 +5,34 @@ request; the agent's args and context are passed as untrusted data, exactly
 as sent. Beside them, `paths` holds the normalised form of each path argument
 the registry declares (`path_args`), so a policy never has to undo
 `..%2f` or `//` itself.
+
+Beside the call itself, the input carries what the task already did:
+`task.history`, its earlier calls that reached a decision (Execute only; a
+Decide adds none), oldest first, each {tool, outcome, amount, resource, at}.
+At most the last MAX_HISTORY calls are carried; `task.history_truncated` is
+true when older ones were left out (the shipped history rules then block,
+rather than decide on part of the history). `resource` is the value of the
+tool's resource_arg in this call, as a string (or null), and
+`task.declared_resources` the resources the task declared at StartTask.
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
 from enforcer.manifests import ToolSpec
 from enforcer.pipeline.request import CallRequest
-from enforcer.state.store import Task
+from enforcer.state.store import Call, Task
 
 # Percent-decoding stops after this many rounds; a value that still changes
 # is reported as `still_encoded` (the shipped policy blocks it).
 MAX_DECODE_ROUNDS = 8
+# The most earlier calls of a task the input carries (task.history).
+MAX_HISTORY = 200
 
 
 def normalize_path(raw: str) -> dict[str, Any]:
@@ -60,8 +73,38 @@ def path_arguments(args: dict[str, Any], tool: ToolSpec) -> dict[str, dict[str, 
     return {name: normalize_path(args[name]) for name in tool.path_args if isinstance(args.get(name), str)}
 
 
-def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float) -> dict[str, Any]:
+def call_amount(args: dict[str, Any], tool: ToolSpec) -> int | float | None:
+    """The value of the tool's amount_arg when it is a (finite) number."""
+    if tool.amount_arg is None:
+        return None
+    value = args.get(tool.amount_arg)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if isinstance(value, int) or math.isfinite(value) else None
+
+
+def call_resource(args: dict[str, Any], tool: ToolSpec) -> str | None:
+    """The value of the tool's resource_arg as a string, when it was sent
+    (validation refused anything but a bounded string or integer)."""
+    if tool.resource_arg is None or tool.resource_arg not in args:
+        return None
+    value = args[tool.resource_arg]
+    return value if isinstance(value, str) else str(value)
+
+
+def history_entry(call: Call) -> dict[str, Any]:
+    return {"tool": call.tool, "outcome": call.outcome, "amount": call.amount, "resource": call.resource,
+            "at": call.at}
+
+
+def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float,
+                       history: Sequence[Call] = (), *, history_truncated: bool = False) -> dict[str, Any]:
+    """`history`: the task's earlier calls, oldest first (at most the last
+    MAX_HISTORY are carried; more, or `history_truncated`, sets
+    task.history_truncated)."""
     p = req.principal
+    truncated = history_truncated or len(history) > MAX_HISTORY
+    carried = list(history)[-MAX_HISTORY:]
     return {
         "agent_id": req.agent_id,
         # Who proved to be calling (authentication), or null for an
@@ -76,8 +119,12 @@ def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float)
             "amount_arg": tool.amount_arg,
             "compensating_action": tool.compensating_action,
             "path_args": list(tool.path_args),
+            "resource_arg": tool.resource_arg,
+            "connectors": list(tool.connectors),
         },
         "paths": path_arguments(req.args, tool),
+        # The resource this call touches (the tool's resource_arg), or null.
+        "resource": call_resource(req.args, tool),
         "context": {
             "untrusted_input_source": req.untrusted_input_source,
             "triggering_input": req.triggering_input,
@@ -86,7 +133,10 @@ def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float)
             "task_id": task.task_id,
             "declared_goal": task.declared_goal,
             "declared_actions": list(task.declared_actions),
+            "declared_resources": list(task.declared_resources),
             "calls_so_far": task.calls_so_far,
+            "history": [history_entry(c) for c in carried],
+            "history_truncated": truncated,
             "started_at": task.started_at,
             "expires_at": task.expires_at,
         },

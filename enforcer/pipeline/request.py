@@ -22,6 +22,9 @@ class StartTaskRequest:
     declared_goal: str
     declared_actions: tuple[str, ...]
     principal: MaybePrincipal = None
+    # The only resources the task's write actions may touch, by the exact
+    # value of each tool's resource_arg; empty: not checked.
+    declared_resources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,26 @@ Invariants:
   execution entry: success, tool failure, a sandbox that could not start or
   was busy, the store failing, cancellation (client, deadline, shutdown), a
   crash of the output parser or any other exception;
-- the tool's timeout is cut short by the end of its task loop.
+- the tool's timeout is cut short by the end of its task loop;
+- a tool with connectors reaches them only through a per-execution endpoint
+  (enforcer.connectors): opened before the sandbox starts, closed when it
+  ends, and every request through it is a `connector_request` entry linked
+  to this execution, durable before the tool sees the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from enforcer.audit.records import ExecutionRecord, timestamp
+from enforcer.audit.records import ConnectorRequestRecord, ExecutionRecord, timestamp
+from enforcer.connectors.proxy import Connector, ConnectorGateway, ProxiedRequest
 from enforcer.config import SandboxConfig
 from enforcer.errors import AeclError, AuditUnavailable, ResourceExhausted, SandboxError, StoreError
 from enforcer.manifests import ToolSpec
@@ -38,14 +45,49 @@ from enforcer.state.store import Task
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Execution:
+    """What a connector request belongs to (the gateway's context)."""
+
+    req: CallRequest
+    decision: Decision
+    sandbox_id: str
+
+
 class RunApproved:
     def __init__(self, journal: Journal, sandbox: SandboxBackend, sandbox_config: SandboxConfig,
-                 clock: Callable[[], float], shutting_down: Callable[[], bool]) -> None:
+                 clock: Callable[[], float], shutting_down: Callable[[], bool],
+                 connectors: Mapping[str, Connector] | None = None) -> None:
         self.journal = journal
         self.sandbox = sandbox
         self.sandbox_config = sandbox_config
         self.clock = clock
         self.shutting_down = shutting_down
+        # The one gateway of the service: its requests are logged through this stage.
+        self.gateway = ConnectorGateway(connectors, self.log_connector_request) if connectors else None
+
+    def _endpoint(self, tool: ToolSpec, execution: _Execution):
+        """The tool's connector endpoint for this execution, or nothing."""
+        if not tool.connectors:
+            return contextlib.nullcontext(None)
+        gateway = self.gateway
+        if gateway is None:
+            raise SandboxError(f"tool {execution.req.tool} uses connectors {list(tool.connectors)}, but this "
+                               "service has none configured")
+        return gateway.endpoint(permitted=tuple(tool.connectors), context=execution)
+
+    async def log_connector_request(self, r: ProxiedRequest, execution: _Execution) -> None:
+        """The gateway's on_request: one entry per request, before the tool sees the answer."""
+        req, d = execution.req, execution.decision
+        await self.journal.append(ConnectorRequestRecord(
+            timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
+            rpc=req.rpc, action_name=req.tool, policy_applied=d.policy_revision, decision_id=d.decision_id,
+            sandbox_id=execution.sandbox_id, outcome="refused" if r.refused else "forwarded",
+            reason=r.refused or f"{r.method} {r.path} -> {r.status}", latency_ms=r.duration_ms,
+            connector=r.connector[:256], method=r.method[:16], path=r.path[:2048], status=r.status,
+            upstream_status=r.upstream_status, bytes_in=r.bytes_in, bytes_out=r.bytes_out,
+            duration_ms=r.duration_ms, refused=r.refused,
+        ))
 
     async def run(self, req: CallRequest, tool: ToolSpec, task: Task, decision: Decision, *,
                   authorised: Awaitable[Any], tools_dir: Any, t0: float) -> ExecuteResult:
@@ -61,10 +103,12 @@ class RunApproved:
         timeout = max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s,
                                  task.expires_at - self.clock()))
         try:
-            result = await self.sandbox.run(
-                tool.command, json.dumps(req.args, allow_nan=False).encode(), timeout, tools_dir,
-                sandbox=tool.sandbox, release=release, sandbox_id=sandbox_id,
-            )
+            async with self._endpoint(tool, _Execution(req, decision, sandbox_id)) as connector_socket:
+                result = await self.sandbox.run(
+                    tool.command, json.dumps(req.args, allow_nan=False).encode(), timeout, tools_dir,
+                    sandbox=tool.sandbox, release=release, sandbox_id=sandbox_id,
+                    **({"connector_socket": connector_socket} if connector_socket is not None else {}),
+                )
         except asyncio.CancelledError:
             if await self._after_gate(gate):
                 cause = self._cancel_cause(req)

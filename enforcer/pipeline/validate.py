@@ -21,6 +21,9 @@ from enforcer.pipeline.request import CallRequest, StartTaskRequest
 ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}\Z")
 MAX_GOAL_BYTES = 4096
 MAX_DECLARED_ACTIONS = 256
+MAX_DECLARED_RESOURCES = 256
+# A resource, declared or named by a call's resource_arg, is at most this long.
+MAX_RESOURCE_BYTES = 256
 
 
 def require_id(field: str, value: str) -> None:
@@ -38,6 +41,21 @@ def validate_start_task(req: StartTaskRequest) -> None:
         raise InvalidRequest("declared_actions", f"more than {MAX_DECLARED_ACTIONS} entries")
     for i, action in enumerate(req.declared_actions):
         require_id(f"declared_actions[{i}]", action)
+    if len(req.declared_resources) > MAX_DECLARED_RESOURCES:
+        raise InvalidRequest("declared_resources", f"more than {MAX_DECLARED_RESOURCES} entries")
+    for i, resource in enumerate(req.declared_resources):
+        require_resource(f"declared_resources[{i}]", resource)
+
+
+def require_resource(field: str, value: str) -> None:
+    """A declared resource: a printable string of 1 to MAX_RESOURCE_BYTES
+    bytes (UTF-8), matched exactly against a call's resource argument."""
+    if not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value.encode("utf-8", errors="surrogatepass")) > MAX_RESOURCE_BYTES:
+        raise InvalidRequest(field, f"longer than {MAX_RESOURCE_BYTES} bytes")
+    if not value.isprintable():
+        raise InvalidRequest(field, "must be printable (no control or separator characters but space)")
 
 
 def validate_call(req: CallRequest, registry: ToolRegistry, limits: LimitsConfig) -> ToolSpec:
@@ -68,7 +86,10 @@ def validate_declared_args(args: dict[str, Any], spec: ToolSpec) -> None:
     transfer, which must be its own tool. An amount that is missing or not a
     number is left to the policy (unless the tool's args_schema refuses it),
     which counts it as large (rego/aecl/risk.rego; tests/policy/test_engines.py
-    checks both engines). A path is a string.
+    checks both engines). A path is a string. A resource (the argument the
+    registry names in resource_arg), when sent, is a string or an integer of
+    at most MAX_RESOURCE_BYTES bytes: the policy matches it exactly against
+    the task's declared resources and counts repeats on it.
     """
     if spec.amount_arg is not None:
         amount = args.get(spec.amount_arg)
@@ -78,6 +99,17 @@ def validate_declared_args(args: dict[str, Any], spec: ToolSpec) -> None:
         if name in args and not isinstance(args[name], str):
             raise InvalidRequest(f"call.args.{name}", f"must be a string (the registry declares it a path), "
                                  f"not {_kind(args[name])}")
+    name = spec.resource_arg
+    if name is not None and name in args:
+        value = args[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InvalidRequest(f"call.args.{name}", "must be a string or an integer (the registry declares it "
+                                 f"the resource the tool touches), not {_kind(value)}")
+        # (An integer's length is judged by its bits first: str() of a huge one raises.)
+        if (isinstance(value, int) and value.bit_length() > 4 * MAX_RESOURCE_BYTES) or \
+                len(str(value).encode("utf-8", errors="surrogatepass")) > MAX_RESOURCE_BYTES:
+            raise InvalidRequest(f"call.args.{name}", f"longer than {MAX_RESOURCE_BYTES} bytes (the registry "
+                                 "declares it the resource the tool touches)")
 
 
 def validate_args_schema(args: dict[str, Any], spec: ToolSpec) -> None:

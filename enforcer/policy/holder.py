@@ -26,8 +26,8 @@ from enforcer.policy.engine import PolicyEngine
 from enforcer.policy.policyset import PolicySet
 
 # Config keys a reload applies; the rest need a restart.
-RELOADABLE = ("agents_dir", "tool_registry", "policy.rego_dir", "policy.risk", "policy.hitl", "policy.mode",
-              "policy.shadow_agents", "identity.approvers", "identity.admins")
+RELOADABLE = ("agents_dir", "tool_registry", "policy.rego_dir", "policy.risk", "policy.hitl", "policy.history",
+              "policy.mode", "policy.shadow_agents", "identity.approvers", "identity.admins")
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,15 @@
 The data document is what OPA would load from the policy directory (every
 `data.json` / `data.yaml` under it, at its directory's path: a file in
 rego/vendors/ is data.vendors) plus what AECL compiles at data.aecl.config
-(agent manifests, risk and HITL settings). The same document is given to
+(agent manifests, risk, HITL and history settings, and the scope of each
+configured connector). The same document is given to
 every engine and every command (service, `aecl decide`, replay, bundles), so
 what `opa test` sees is what is enforced.
 
 The revision covers everything that can change a decision: the Rego, the
 operator's data, the manifests, the tool registry (it sets each tool's risk
-properties in the input) and the risk/HITL settings. Each part has its own
+properties in the input), the risk/HITL settings, the history rules and the
+connectors' scopes. Each part has its own
 digest (`components`), so a reload can say which of them changed.
 """
 
@@ -19,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from enforcer._yaml import read_document
 from enforcer.config import PolicyConfig
@@ -34,7 +37,14 @@ DATA_ROOT = ("aecl", "config")
 
 DATA_FILES = ("data.json", "data.yaml", "data.yml")
 # What a reload reports as changed, one digest each.
-COMPONENTS = ("rego", "data", "agents", "registry", "risk")
+COMPONENTS = ("rego", "data", "agents", "registry", "risk", "history", "connectors")
+
+
+class ScopedConnector(Protocol):
+    """What the policy sees of a connector (enforcer.config.ConnectorConfig):
+    only the scope a task needs to use it, never its upstream or credential."""
+
+    scope: str
 
 
 @dataclass(frozen=True)
@@ -129,11 +139,17 @@ def _merge(into: dict[str, Any], doc: dict[str, Any], at: tuple[str, ...], path:
             raise ConfigError(f"{path}: data.{'.'.join(where)} is also defined in {other}")
 
 
-def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig) -> dict[str, Any]:
+def compile_data(agents: dict[str, AgentManifest], policy: PolicyConfig,
+                 connectors: Mapping[str, ScopedConnector] | None = None) -> dict[str, Any]:
     config = {
         "agents": {aid: m.model_dump(mode="json", exclude={"credentials"}) for aid, m in sorted(agents.items())},
         "risk": policy.risk.model_dump(mode="json"),
         "hitl": policy.hitl.model_dump(mode="json"),
+        # Cumulative rules on a task's calls (rego/aecl/history.rego).
+        "history": policy.history.model_dump(mode="json"),
+        # name -> {scope}: the credential_scope entry a task needs to use the
+        # connector (rego/aecl/scope.rego).
+        "connectors": {name: {"scope": c.scope} for name, c in sorted((connectors or {}).items())},
     }
     return {DATA_ROOT[0]: {DATA_ROOT[1]: config}}
 
@@ -143,17 +159,21 @@ def _digest(value: Any) -> str:
 
 
 def build_policy_set(rego_dir: Path, agents: dict[str, AgentManifest], policy: PolicyConfig,
-                     registry: ToolRegistry | None = None) -> PolicySet:
+                     registry: ToolRegistry | None = None,
+                     connectors: Mapping[str, ScopedConnector] | None = None) -> PolicySet:
     modules = load_modules(rego_dir)
     operator = load_data_files(rego_dir)
-    compiled = compile_data(agents, policy)
+    compiled = compile_data(agents, policy, connectors)
     data = {**operator, DATA_ROOT[0]: {**operator.get(DATA_ROOT[0], {}), **compiled[DATA_ROOT[0]]}}
+    own = compiled[DATA_ROOT[0]][DATA_ROOT[1]]
     components = {
         "rego": _digest(sorted(modules.items())),
         "data": _digest(operator),
-        "agents": _digest(compiled[DATA_ROOT[0]][DATA_ROOT[1]]["agents"]),
+        "agents": _digest(own["agents"]),
         "registry": _digest(registry.model_dump(mode="json") if registry is not None else None),
-        "risk": _digest({k: v for k, v in compiled[DATA_ROOT[0]][DATA_ROOT[1]].items() if k != "agents"}),
+        "risk": _digest({k: own[k] for k in ("risk", "hitl")}),
+        "history": _digest(own["history"]),
+        "connectors": _digest(own["connectors"]),
     }
     revision = "sha256:" + _digest([components[c] for c in COMPONENTS])
     return PolicySet(modules=modules, data=data, revision=revision, components=components)

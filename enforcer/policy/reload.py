@@ -69,10 +69,21 @@ def load_policy_set(config: ServiceConfig) -> LoadedPolicy:
             check_tools_dir(registry.tools_dir, service_secrets(config))
         except ValueError as e:
             raise ConfigError(f"{config.tool_registry}: {e}") from None
+    check_connectors(config, registry)
     ident = config.identity
     directory = build_directory(agents, ident.approvers, ident.admins, ident.credentials_dir)
-    return LoadedPolicy(agents, registry, build_policy_set(config.policy.rego_dir, agents, config.policy, registry),
-                        directory)
+    policy_set = build_policy_set(config.policy.rego_dir, agents, config.policy, registry, config.connectors)
+    return LoadedPolicy(agents, registry, policy_set, directory)
+
+
+def check_connectors(config: ServiceConfig, registry: ToolRegistry) -> None:
+    """Every connector a tool names is one the service config defines."""
+    for name, tool in registry.tools.items():
+        for connector in tool.connectors:
+            if connector not in config.connectors:
+                known = ", ".join(sorted(config.connectors)) or "none"
+                raise ConfigError(f"{config.tool_registry}: tools.{name}.connectors: no connector named "
+                                  f"'{connector}' in the service config (configured: {known})")
 
 
 def compile_active(config: ServiceConfig, previous: PolicyEngine | None = None,
@@ -272,7 +283,11 @@ class PolicyReloader:
 
     def _candidate(self, current: ActivePolicy) -> tuple[ServiceConfig, ActivePolicy]:
         config = self._load_config()
-        loaded = load_policy_set(config)  # manifest and registry errors first: they name the field
+        # The connectors are not reloadable: the policy sees the scopes of
+        # those running, and the registry may name only those.
+        running = config if "connectors" in RELOADABLE else config.model_copy(
+            update={"connectors": self._config.connectors})
+        loaded = load_policy_set(running)  # manifest and registry errors first: they name the field
         if self._run_tests:
             run_opa_tests(config.policy.rego_dir, config.policy.opa.binary)
         # The embedded engine compiles the candidate with `opa build -t wasm`

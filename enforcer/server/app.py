@@ -20,6 +20,7 @@ from enforcer.audit.keys import PUBLIC_NAME, load_signing_key
 from enforcer.audit.log import AuditLog
 from enforcer.config import ServiceConfig, transport_problem
 from enforcer.errors import AeclError, ConfigError
+from enforcer.connectors.proxy import load_connectors
 from enforcer.identity.authenticate import Authenticator
 from enforcer.identity.tokens import TokenIssuer, TokenVerifier, load_token_key
 from enforcer.server.auth import AuthInterceptor
@@ -96,6 +97,7 @@ def build_components(
         policy=policy, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
         tokens=TokenIssuer(token_key, ident.service_id), service_id=ident.service_id,
+        connectors=load_connectors(config.connectors),
     )
     verifier = TokenVerifier(token_key.public_key(), ident.service_id, cache_size=ident.token_cache_size)
     authenticator = Authenticator(policy, verifier, pipeline.revocations)

@@ -72,6 +72,7 @@ def start_task_request(msg: pb.StartTaskRequest, principal: Principal | None = N
         agent_id=msg.agent_id,
         declared_goal=msg.declared_goal,
         declared_actions=tuple(msg.declared_actions),
+        declared_resources=tuple(msg.declared_resources),
         principal=principal,
     )
 

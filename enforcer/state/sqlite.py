@@ -20,11 +20,12 @@ import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from enforcer.errors import StoreError
-from enforcer.state.store import Approval, Claim, Revocation, Task, check_owner
+from enforcer.state.store import Approval, Call, Claim, Outcome, Revocation, Task, check_owner
 
 T = TypeVar("T")
 
@@ -36,7 +37,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     declared_actions TEXT NOT NULL,
     started_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    calls_so_far INTEGER NOT NULL DEFAULT 0
+    calls_so_far INTEGER NOT NULL DEFAULT 0,
+    declared_resources TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS approvals (
     approval_id TEXT PRIMARY KEY,
@@ -54,8 +56,26 @@ CREATE TABLE IF NOT EXISTS revocations (
     reason TEXT NOT NULL,
     PRIMARY KEY (target, target_id)
 );
+CREATE TABLE IF NOT EXISTS calls (
+    task_id TEXT NOT NULL REFERENCES tasks(task_id),
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    tool TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('approve', 'block', 'escalate')),
+    amount NUMERIC,
+    resource TEXT,
+    PRIMARY KEY (task_id, seq)
+);
 """
-_TASK_COLUMNS = "task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far"
+# Columns added after a table was first created: (table, column, definition).
+# A database made by an older version gets them on open (ALTER TABLE ... ADD
+# COLUMN with a default, so existing rows read as before).
+_MIGRATIONS = (
+    ("tasks", "declared_resources", "TEXT NOT NULL DEFAULT '[]'"),
+)
+_TASK_COLUMNS = ("task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far, "
+                 "declared_resources")
+_CALL_COLUMNS = "task_id, seq, at, tool, outcome, amount, resource"
 _APPROVAL_COLUMNS = "approval_id, task_id, decision_id, action_name, created_at, expires_at, status"
 
 
@@ -86,6 +106,7 @@ class SqliteStateStore:
         writer.execute("PRAGMA foreign_keys=ON")
         writer.execute("PRAGMA busy_timeout=5000")
         writer.executescript(_SCHEMA)
+        _migrate(writer)
         writer.execute("PRAGMA quick_check").fetchone()
         # Used from the event loop's thread only (reads run inline).
         reader = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
@@ -136,6 +157,9 @@ class SqliteStateStore:
         row = self._read(lambda db: db.execute(
             f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone())
         return Approval(*row) if row else None
+
+    async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
+        return self._read(lambda db: _list_calls(db, task_id, limit))
 
     async def list_revocations(self) -> list[Revocation]:
         rows = self._read(lambda db: db.execute(
@@ -205,9 +229,9 @@ class _SqliteTx:
 
     async def create_task(self, task: Task) -> None:
         await self._exec(lambda db: db.execute(
-            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (task.task_id, task.agent_id, task.declared_goal, json.dumps(list(task.declared_actions)),
-             task.started_at, task.expires_at, task.calls_so_far)))
+             task.started_at, task.expires_at, task.calls_so_far, json.dumps(list(task.declared_resources)))))
 
     async def claim_call(self, task_id: str, agent_id: str, *, now: float, budget: int) -> Claim:
         def claim(db: sqlite3.Connection) -> Claim:
@@ -224,6 +248,22 @@ class _SqliteTx:
             task = check_owner(_task(row) if row else None, task_id, agent_id)
             return Claim(task, consumed=False)
         return await self._exec(claim)
+
+    async def record_call(self, task_id: str, *, at: float, tool: str, outcome: Outcome,
+                          amount: int | float | None, resource: str | None) -> Call:
+        def record(db: sqlite3.Connection) -> Call:
+            # The next seq of the task, in the same statement: transactions
+            # are serialised (BEGIN IMMEDIATE on the one writer connection).
+            row = db.execute(
+                f"INSERT INTO calls ({_CALL_COLUMNS}) "
+                "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM calls WHERE task_id = ? "
+                f"RETURNING {_CALL_COLUMNS}",
+                (task_id, at, tool, outcome, _amount(amount), resource, task_id)).fetchone()
+            return Call(*row)
+        return await self._exec(record)
+
+    async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
+        return await self._exec(lambda db: _list_calls(db, task_id, limit))
 
     async def create_approval(self, approval: Approval) -> None:
         await self._exec(lambda db: db.execute(
@@ -294,11 +334,48 @@ class _SqliteTx:
         await self._store._run(end, healthy_if_done=statement == "COMMIT")
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns an older database lacks, in one transaction (two
+    processes opening the same old file must not both add a column).
+    A current database takes no write lock for it."""
+    if all(column in _columns(db, table) for table, column, _ in _MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, definition in _MIGRATIONS:
+            if column not in _columns(db, table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def _list_calls(db: sqlite3.Connection, task_id: str, limit: int) -> list[Call]:
+    rows = db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE task_id = ? ORDER BY seq DESC LIMIT ?",
+                      (task_id, limit)).fetchall()
+    return [Call(*row) for row in reversed(rows)]
+
+
+# SQLite's INTEGER is 64-bit: a larger whole number is kept as a REAL.
+_INT64 = 2**63 - 1
+
+
+def _amount(amount: int | float | None) -> int | float | None:
+    if isinstance(amount, int) and not isinstance(amount, bool) and abs(amount) > _INT64:
+        return float(amount)
+    return amount
+
+
 def _with_calls(task: Task, calls: int) -> Task:
-    return Task(task.task_id, task.agent_id, task.declared_goal, task.declared_actions, task.started_at,
-                task.expires_at, calls)
+    return replace(task, calls_so_far=calls)
 
 
 def _task(row: tuple[Any, ...]) -> Task:
-    task_id, agent_id, goal, actions, started, expires, calls = row
-    return Task(task_id, agent_id, goal, tuple(json.loads(actions)), started, expires, calls)
+    task_id, agent_id, goal, actions, started, expires, calls, resources = row
+    return Task(task_id, agent_id, goal, tuple(json.loads(actions)), started, expires, calls,
+                tuple(json.loads(resources)))

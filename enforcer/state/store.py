@@ -11,6 +11,7 @@ when that append fails:
   state change              explained by the entry        commit after
   task created              task_started                  its append
   call claimed (budget)     the call's decision           the decision's append
+  call recorded (history)   the call's decision           the decision's append (the claim's transaction)
   approval created          the escalating decision       the decision's append
   (next issues)
   approval resolved         approval_resolved             its append (a compare-and-swap)
@@ -21,6 +22,11 @@ when that append fails:
 If the commit itself fails after the append, the log explains something the
 store lacks (never the reverse); the pipeline then logs the failure and
 nothing runs.
+
+A task's history (the `calls` the policy input carries as task.history) is
+read and appended inside the transaction that claims the call: transactions
+are serialised, so two concurrent calls of one task never decide on the same
+history, and a Decide (dry run) reads only committed calls and adds none.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Literal, Protocol
 
 from enforcer.errors import NotFound, PermissionDenied
 
+Outcome = Literal["approve", "block", "escalate"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "cancelled",
                          "executing", "executed", "failed"]
 
@@ -44,6 +51,26 @@ class Task:
     started_at: float
     expires_at: float
     calls_so_far: int
+    # The only resources the task's write actions may touch (by the exact
+    # value of the tool's resource_arg); empty: not checked.
+    declared_resources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a task's history: an Execute that reached a decision.
+
+    `seq` counts from 1 within the task; `at` is the time of the decision;
+    `amount` is the value of the tool's amount_arg when it is a number,
+    `resource` that of its resource_arg, as a string, when it was sent."""
+
+    task_id: str
+    seq: int
+    at: float
+    tool: str
+    outcome: Outcome
+    amount: int | float | None
+    resource: str | None
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,17 @@ class StoreTx(Protocol):
         then counts nothing."""
         ...
 
+    async def record_call(self, task_id: str, *, at: float, tool: str, outcome: Outcome,
+                          amount: int | float | None, resource: str | None) -> Call:
+        """Append a call to the task's history (the next seq); the task must
+        exist (StoreError otherwise)."""
+        ...
+
+    async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
+        """The task's last `limit` calls, oldest first, as this transaction
+        sees them (its own uncommitted ones too)."""
+        ...
+
     async def create_approval(self, approval: Approval) -> None: ...
 
     async def revoke(self, revocation: Revocation) -> None:
@@ -138,6 +176,10 @@ class StateStore(Protocol):
     async def get_task(self, task_id: str) -> Task | None: ...
 
     async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
+        """The task's last `limit` committed calls, oldest first."""
+        ...
 
     async def list_revocations(self) -> list[Revocation]: ...
 

@@ -7,6 +7,12 @@
 # Words are separated by white space and ASCII punctuation, so `_`, `.`,
 # `:` and `-` separate them too (generate_payment_report, in the goal, names
 # itself).
+#
+# A task may also declare the resources its writes may touch
+# (task.declared_resources, at StartTask): then a write action whose tool
+# names a resource argument (input.tool.resource_arg) must touch one of them
+# (input.resource, matched exactly), or it is blocked: "updates a record it
+# wasn't supposed to touch". No declared resources: not checked.
 package aecl.intent
 
 import rego.v1
@@ -18,18 +24,41 @@ allow if input.tool.access == "read"
 allow if {
 	input.tool.access == "write"
 	in_scope
+	not outside_declared_resources
 }
 
-reason := sprintf("Action scope exceeds declared task intent: '%s' is not among the declared actions %v", [input.action.name, input.task.declared_actions]) if {
+reason := resource_reason if {
+	not allow
+	in_scope
+	outside_declared_resources
+} else := sprintf("Action scope exceeds declared task intent: '%s' is not among the declared actions %v", [input.action.name, input.task.declared_actions]) if {
 	not allow
 	count(input.task.declared_actions) > 0
 } else := sprintf("Action scope exceeds declared task intent: the declared goal does not name '%s'", [input.action.name]) if {
 	not allow
 }
 
-rule := "intent.outside_declared_actions" if {
+rule := "intent.outside_declared_resources" if {
+	in_scope
+	outside_declared_resources
+} else := "intent.outside_declared_actions" if {
 	count(input.task.declared_actions) > 0
 } else := "intent.not_in_declared_goal"
+
+declared_resources := object.get(input.task, "declared_resources", [])
+
+resource := object.get(input, "resource", null)
+
+# A missing resource argument is outside too: fail closed.
+outside_declared_resources if {
+	is_string(input.tool.resource_arg)
+	count(declared_resources) > 0
+	not resource in declared_resources
+}
+
+resource_reason := sprintf("Action touches resource '%s' outside the task's declared resources %v", [resource, declared_resources]) if {
+	is_string(resource)
+} else := sprintf("Action names no resource (argument '%s') but the task declared resources %v", [input.tool.resource_arg, declared_resources])
 
 in_scope if {
 	count(input.task.declared_actions) > 0

@@ -85,3 +85,61 @@ test_deny_action_of_filler_words_needs_them_all if {
 test_deny_declared_actions_stay_precise if {
 	not intent.allow with input as call("generate_payment_report", "write", "generate payment report", ["read_invoice"])
 }
+
+# -- declared resources ----------------------------------------------------------
+
+update(resource, declared) := {
+	"action": {"name": "update_record", "args": {"record_id": resource}},
+	"tool": {"access": "write", "resource_arg": "record_id"},
+	"resource": resource,
+	"task": {"declared_goal": "", "declared_actions": ["update_record"], "declared_resources": declared},
+}
+
+test_allow_write_to_a_declared_resource if {
+	intent.allow with input as update("INV-1001", ["INV-1001", "INV-1003"])
+}
+
+test_allow_any_resource_when_none_declared if {
+	intent.allow with input as update("INV-1002", [])
+}
+
+test_allow_input_without_declared_resources if {
+	i := json.remove(update("INV-1002", []), ["task/declared_resources"])
+	intent.allow with input as i
+}
+
+test_allow_read_of_an_undeclared_resource if {
+	i := json.patch(update("INV-1002", ["INV-1001"]), [{"op": "replace", "path": "/tool/access", "value": "read"}])
+	intent.allow with input as i
+}
+
+test_allow_tool_without_a_resource_argument if {
+	i := json.patch(update("INV-1002", ["INV-1001"]), [{"op": "replace", "path": "/tool/resource_arg", "value": null}])
+	intent.allow with input as i
+}
+
+test_deny_write_outside_declared_resources if {
+	i := update("INV-1002", ["INV-1001", "INV-1003"])
+	not intent.allow with input as i
+	intent.rule == "intent.outside_declared_resources" with input as i
+	r := intent.reason with input as i
+	r == "Action touches resource 'INV-1002' outside the task's declared resources [\"INV-1001\", \"INV-1003\"]"
+}
+
+test_deny_resources_match_exactly if {
+	not intent.allow with input as update("inv-1001", ["INV-1001"])
+	not intent.allow with input as update("INV-1001 ", ["INV-1001"])
+}
+
+test_deny_write_naming_no_resource if {
+	i := update(null, ["INV-1001"])
+	not intent.allow with input as i
+	intent.rule == "intent.outside_declared_resources" with input as i
+	r := intent.reason with input as i
+	r == "Action names no resource (argument 'record_id') but the task declared resources [\"INV-1001\"]"
+}
+
+test_deny_undeclared_action_is_named_before_its_resource if {
+	i := json.patch(update("INV-1002", ["INV-1001"]), [{"op": "replace", "path": "/task/declared_actions", "value": ["create_record"]}])
+	intent.rule == "intent.outside_declared_actions" with input as i
+}

@@ -7,7 +7,7 @@
 # rego/aecl/extensions/vendors.rego, `package aecl.extensions.vendors`) may
 # define `deny` and `escalate`, each a set of reason strings. They are applied
 # without editing this file, in this order:
-#   identity, allowlist, limits, intent, paths   (block)
+#   identity, allowlist, scope, limits, intent, history, paths   (block)
 #   extensions: any deny                    (block; the first by package name, then reason)
 #   context_rules, hitl                     (escalate)
 #   extensions: any escalate                (escalate)
@@ -22,12 +22,14 @@ import rego.v1
 import data.aecl.allowlist
 import data.aecl.context_rules
 import data.aecl.extensions
+import data.aecl.history
 import data.aecl.hitl
 import data.aecl.identity
 import data.aecl.intent
 import data.aecl.limits
 import data.aecl.paths
 import data.aecl.risk
+import data.aecl.scope
 
 default decision := {
 	"outcome": "block",
@@ -44,10 +46,14 @@ decision := result("block", "identity", identity.rule, identity.reason) if {
 	not identity.allow
 } else := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
 	not allowlist.allow
+} else := result("block", "scope", scope.rule, scope.reason) if {
+	not scope.allow
 } else := result("block", "limits", limits.rule, limits.reason) if {
 	not limits.allow
 } else := result("block", "intent", intent.rule, intent.reason) if {
 	not intent.allow
+} else := result("block", "history", history.rule, history.reason) if {
+	not history.allow
 } else := result("block", "paths", paths.rule, paths.reason) if {
 	not paths.allow
 } else := result(

@@ -263,3 +263,81 @@ test_allow_an_extension_with_nothing_to_say_changes_nothing if {
 		with data.aecl.extensions as {"vendors": {"deny": set(), "helper": 1}}
 	d.outcome == "approve"
 }
+
+# -- scopes, declared resources and the task's history ----------------------------
+
+webhook_tool := object.union(read_tool, {"access": "write", "resource_arg": "event_id"})
+
+history_config := object.union(config, {
+	"agents": {"finance_agent_v2": {"allowed_actions": ["fire_webhook", "transfer_funds"], "credential_scope": ["payments:initiate"]}},
+	"connectors": {"payments": {"scope": "payments:initiate"}, "hooks": {"scope": "webhooks:fire"}},
+	"history": {"amount_caps": {"transfer_funds": 250000}, "max_repeats": {"fire_webhook": 3}, "window_seconds": 3600},
+})
+
+fire(event, earlier, declared) := object.union(
+	call("finance_agent_v2", "fire_webhook", webhook_tool, {"event_id": event}, false, count(earlier)),
+	{
+		"resource": event,
+		"task": {"declared_actions": ["fire_webhook"], "declared_resources": declared, "history": earlier},
+	},
+)
+
+fired(event) := {"tool": "fire_webhook", "outcome": "approve", "amount": null, "resource": event, "at": 990}
+
+test_allow_third_webhook_for_one_event if {
+	d := main.decision with input as fire("evt-1", [fired("evt-1"), fired("evt-1")], [])
+		with data.aecl.config as history_config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "approve"
+}
+
+test_deny_fourth_webhook_for_one_event_at_the_history_gate if {
+	d := main.decision with input as fire("evt-1", [fired("evt-1"), fired("evt-1"), fired("evt-1")], [])
+		with data.aecl.config as history_config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "history"
+	d.rule == "history.max_repeats"
+	d.reason == "fire_webhook on 'evt-1' already made 3 times in this task (at most 3 within 3600 seconds)"
+}
+
+test_deny_transfer_over_the_task_cap_before_it_escalates if {
+	paid := {"tool": "transfer_funds", "outcome": "escalate", "amount": 200000, "resource": null, "at": 990}
+	i := object.union(
+		call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, false, 1),
+		{"task": {"history": [paid]}},
+	)
+	d := main.decision with input as i with data.aecl.config as history_config with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "history"
+	d.rule == "history.amount_cap"
+	alone := main.decision with input as object.union(i, {"task": {"history": []}})
+		with data.aecl.config as history_config
+		with data.aecl.extensions as no_extensions
+	alone.outcome == "escalate"
+}
+
+test_deny_write_outside_declared_resources_at_the_intent_gate if {
+	d := main.decision with input as fire("evt-2", [], ["evt-1"])
+		with data.aecl.config as history_config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "intent"
+	d.rule == "intent.outside_declared_resources"
+}
+
+test_deny_tool_whose_connector_scope_the_agent_lacks if {
+	hooked := object.union(webhook_tool, {"connectors": ["hooks"]})
+	i := object.union(fire("evt-1", [], []), {"tool": hooked})
+	d := main.decision with input as i with data.aecl.config as history_config with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "scope"
+	d.rule == "scope.missing_scope"
+	contains(d.reason, "connector 'hooks'")
+	contains(d.reason, "'webhooks:fire'")
+	paying := object.union(webhook_tool, {"connectors": ["payments"]})
+	ok := main.decision with input as object.union(i, {"tool": paying})
+		with data.aecl.config as history_config
+		with data.aecl.extensions as no_extensions
+	ok.outcome == "approve"
+}

@@ -268,7 +268,7 @@ def test_report_csv_is_one_row_per_call_and_never_a_formula(keys, tmp_path):
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert len(rows) == 5 and rows[2]["tool"] == "transfer_funds"
     assert rows[2]["triggering_input"] == "'=HYPERLINK(\"http://evil.example/\",\"x\")"
-    assert json.loads(rows[2]["args"])["memo"].startswith("=HYPERLINK")  # inside JSON: not a formula
+    assert json.loads(rows[2]["args"])["reference"].startswith("=HYPERLINK")  # inside JSON: not a formula
     assert rows[2]["risk_flags"] == "large_amount=0.5;untrusted_input=0.2" and rows[0]["mode"] == "dry run"
     assert all(row["verification"] == "verified" and "latest checkpoint in the log" in row["checked_against"]
                for row in rows)

@@ -164,7 +164,7 @@ def test_the_report_shows_attacker_input_as_text_and_runs_nothing(report, hits, 
         return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
     assert as_text(attack) in dom  # the triggering input
-    assert as_text(json.dumps(attack, ensure_ascii=False)) in dom  # the memo argument, inside the arguments' JSON
+    assert as_text(json.dumps(attack, ensure_ascii=False)) in dom  # the reference argument, inside the arguments' JSON
     assert MARK not in dom  # no script ran, no handler fired
     tags = [t for t, _ in elements(dom)]
     for forbidden in ("script", "img", "svg", "iframe", "link", "object", "embed", "form", "base"):

@@ -115,7 +115,8 @@ class FaultyStore:
 
     def __init__(self, store: SqliteStateStore) -> None:
         self.store = store
-        self.fail: set[str] = set()  # "claim_call", "create_approval", "create_task", "commit", "get_task"
+        # "claim_call", "record_call", "list_calls", "create_approval", "create_task", "commit", "get_task"
+        self.fail: set[str] = set()
         self.name = store.name
 
     def transaction(self):
@@ -148,13 +149,21 @@ class FaultyStore:
     async def get_approval(self, approval_id):
         return await self.store.get_approval(approval_id)
 
+    async def list_calls(self, task_id, *, limit):
+        if "list_calls" in self.fail:
+            raise StoreError("injected failure of list_calls")
+        return await self.store.list_calls(task_id, limit=limit)
+
     def close(self) -> None:
         self.store.close()
 
 
 class Harness:
     def __init__(self, tmp: Path, *, engine=None, sandbox: FakeSandbox | None = None,
-                 rego_engine: bool = False) -> None:
+                 rego_engine: bool = False, agents=None, registry=None, policy_config: PolicyConfig | None = None,
+                 connectors=None) -> None:
+        """agents, registry, policy_config and connectors replace the
+        example configuration's (for policy tests through the pipeline)."""
         keys = tmp / "keys"
         generate_keypair(keys)
         self.audit_path = tmp / "audit.jsonl"
@@ -163,10 +172,10 @@ class Harness:
         self.db = SqliteStateStore(tmp / "state.db")
         self.store = FaultyStore(self.db)
         self.sandbox = sandbox or FakeSandbox()
-        agents = load_agents(EXAMPLES / "agents")
-        registry = load_registry(EXAMPLES / "tools.yaml")
-        policy_config = PolicyConfig(rego_dir=REPO / "rego")
-        policy_set = build_policy_set(REPO / "rego", agents, policy_config, registry)
+        agents = agents if agents is not None else load_agents(EXAMPLES / "agents")
+        registry = registry if registry is not None else load_registry(EXAMPLES / "tools.yaml")
+        policy_config = policy_config or PolicyConfig(rego_dir=REPO / "rego")
+        policy_set = build_policy_set(policy_config.rego_dir, agents, policy_config, registry, connectors)
         if rego_engine:
             from enforcer.policy.engine import create_engine
             engine = create_engine(policy_set, policy_config)
@@ -178,8 +187,10 @@ class Harness:
 
     # -- driving -------------------------------------------------------------
 
-    async def start(self, agent: str = AGENT, goal: str = "Pay vendor invoices: transfer funds") -> str:
-        return (await self.pipeline.start_task(StartTaskRequest(agent, goal, ()))).task_id
+    async def start(self, agent: str = AGENT, goal: str = "Pay vendor invoices: transfer funds", *,
+                    actions: tuple[str, ...] = (), resources: tuple[str, ...] = ()) -> str:
+        return (await self.pipeline.start_task(StartTaskRequest(agent, goal, actions,
+                                                                declared_resources=resources))).task_id
 
     def call(self, task_id: str, tool: str = "read_invoice", args: dict | None = None, *, rpc: str = "Execute",
              agent: str = AGENT, **kw: Any) -> CallRequest:
@@ -204,6 +215,10 @@ class Harness:
 
     async def task(self, task_id: str):
         return await self.db.get_task(task_id)
+
+    async def calls(self, task_id: str):
+        """The task's committed history, oldest first."""
+        return await self.db.list_calls(task_id, limit=10_000)
 
     def close(self) -> None:
         self.audit.close()

@@ -1,5 +1,5 @@
 """Operator data and extensions, the README's worked example
-(examples/policy-extension: verified vendor accounts and a per-agent cap):
+(examples/policy-extension: verified vendors and a per-agent cap):
 the data beside the Rego is what `opa test` sees and what every engine
 enforces, and an extension's deny/escalate applies without editing main.rego."""
 
@@ -25,7 +25,8 @@ from tests.policy.test_engines import policy_input
 EXTENSION = EXAMPLES / "policy-extension" / "rego"
 AGENTS = load_agents(EXAMPLES / "agents")
 REGISTRY = load_registry(EXAMPLES / "tools.yaml")
-VERIFIED = "DE89370400440532013000"
+VERIFIED = "V-17"
+SEED_VENDOR = "V-221"  # the seed's transfer_funds(vendor="V-221", amount=100000): not verified
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +43,13 @@ def policy_set(rego):
     return build_policy_set(rego, AGENTS, PolicyConfig(rego_dir=rego), REGISTRY)
 
 
-def transfer(account, amount, agent="finance_agent_v2"):
-    return policy_input("transfer_funds", {"to_account": account, "amount": amount}, agent=agent)
+def transfer(vendor, amount, agent="finance_agent_v2"):
+    return policy_input("transfer_funds", {"vendor": vendor, "amount": amount}, agent=agent)
 
 
 CASES = [  # (input, outcome, rule)
     (transfer(VERIFIED, 1000), "escalate", "context_rules.requires_human_approval"),
-    (transfer("GB00EVIL0000000000", 1000), "block", "extensions.vendors.deny"),
+    (transfer(SEED_VENDOR, 100000), "block", "extensions.vendors.deny"),
     (transfer(VERIFIED, 300000), "block", "extensions.vendors.deny"),
     (policy_input("read_invoice", {"invoice_id": "INV-1"}), "approve", "risk.within_threshold"),
 ]
@@ -61,7 +62,7 @@ def test_opa_test_passes_on_the_policy_with_the_extension(rego):
 
 
 def test_the_data_file_is_loaded_at_its_directorys_path(policy_set):
-    assert policy_set.data["vendors"]["verified_accounts"][VERIFIED].startswith("ACME")
+    assert policy_set.data["vendors"]["verified_vendors"][VERIFIED] == "Northwind Supplies"
     assert "config" in policy_set.data["aecl"]  # AECL's own data is still there
 
 

@@ -43,7 +43,7 @@ def _args(rng: random.Random, action: str) -> dict:
     that does not is refused before any decision, and this log is of decisions."""
     if action == "transfer_funds":
         amount = rng.choice([10, 1_000, 49_999, 50_000, 50_001, 75_000, 250_000, 100_000])
-        return {"vendor_id": f"V-{rng.randint(1, 9)}", "amount": amount, "to_account": "GB00TEST"}
+        return {"vendor": f"V-{rng.randint(1, 9)}", "amount": amount}
     if action == "read_invoice":
         return {"invoice_id": f"INV-{rng.randint(1, 999)}"}
     if action == "delete_record":

@@ -73,7 +73,7 @@ def test_delete_record_is_blocked(service):
 
 def test_large_untrusted_transfer_escalates_and_nothing_runs(service):
     task = start(service)
-    args = {"amount": 100000, "to_account": "DE89370400440532013000"}
+    args = {"vendor": "V-221", "amount": 100000}  # the seed's call
     d = decide(service, task, "transfer_funds", args, untrusted=True)
     assert d.outcome == pb.OUTCOME_ESCALATE
     assert d.risk_score >= 0.7
@@ -109,7 +109,7 @@ def test_write_outside_declared_scope_is_blocked_with_intent_reason(service):
 
 def test_write_not_named_in_goal_is_blocked_when_no_actions_declared(service):
     task = start(service, goal="Summarise open invoices")
-    d = decide(service, task, "transfer_funds", {"amount": 10, "to_account": "X"})
+    d = decide(service, task, "transfer_funds", {"vendor": "V-221", "amount": 10})
     assert d.outcome == pb.OUTCOME_BLOCK and d.gate == "intent"
 
 
@@ -215,8 +215,13 @@ def test_args_that_do_not_match_the_tools_schema_never_reach_the_policy_or_the_s
     assert [r["kind"] for r in new] == ["rejected", "rejected"]  # no decision, no execution
     assert [r["action_name"] for r in new] == ["read_invoice", "read_invoice"]
     with pytest.raises(grpc.RpcError) as err:
-        execute(service, task, "transfer_funds", {"amount": "100000", "to_account": "X"})
-    assert err.value.details() == "call.args.amount: must be a number, not a string"
+        execute(service, task, "transfer_funds", {"vendor": "V-221", "amount": "100000"})
+    assert err.value.details() == "call.args.amount: must be an integer, not a string"
+    # The old shape ({amount, to_account}) is refused too, naming what is missing or extra.
+    with pytest.raises(grpc.RpcError) as err:
+        execute(service, task, "transfer_funds", {"amount": 100000, "to_account": "X"})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "call.args.vendor: is required"
 
 
 def test_args_nested_deeper_than_the_limit_are_refused(service):
@@ -262,13 +267,25 @@ def test_task_of_another_agent_is_permission_denied(service):
 
 
 def test_agent_claims_about_risk_are_ignored(service):
-    """Risk comes from the registry: an agent cannot lower it through args or context."""
+    """Risk comes from the registry: an agent cannot lower it through args or
+    context. transfer_funds takes no argument beyond its schema's, so a claim
+    in its args is refused before the policy; without them, the registry's
+    flags stand."""
     task = start(service)
-    args = {"amount": 100000, "to_account": "X", "irreversible": False, "affects_production": False,
-            "risk_score": 0, "untrusted_input_source": False}
+    args = {"vendor": "V-221", "amount": 100000}
+    claims = {"irreversible": False, "affects_production": False, "risk_score": 0, "untrusted_input_source": False}
+    before = len(service.log_lines())
+    with pytest.raises(grpc.RpcError) as err:
+        decide(service, task, "transfer_funds", {**args, **claims})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "call.args.affects_production: is not an argument of this tool"
+    assert [json.loads(l)["record"]["kind"] for l in service.log_lines()[before:]] == ["rejected"]
     d = decide(service, task, "transfer_funds", args)
     assert d.outcome == pb.OUTCOME_ESCALATE
     assert {"irreversible", "affects_production", "large_amount"} <= set(d.risk_flags)
+    # A tool whose schema leaves room for extra args: there the claims are ignored.
+    d = decide(service, task, "read_invoice", {"invoice_id": "INV-1001", **claims}, untrusted=True)
+    assert list(d.risk_flags) == ["untrusted_input"] and d.risk_score > 0
 
 
 def test_health_service_reports_serving(service):

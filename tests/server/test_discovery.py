@@ -67,7 +67,8 @@ def test_list_tools_is_what_the_manifest_allows_or_governs_and_not_what_it_block
     m = manifest(FINANCE)
     expected = sorted((set(m["allowed_actions"]) | set(m["context_rules"])) - set(m["blocked_actions"]))
     assert [t.name for t in resp.tools] == expected == [
-        "generate_payment_report", "read_invoice", "read_vendor_profile", "transfer_funds"]
+        "create_record", "fire_webhook", "generate_payment_report", "read_invoice", "read_vendor_profile",
+        "send_email", "transfer_funds", "update_record"]
     tools = {t.name: t for t in resp.tools}
     reg = registry()
     for name, tool in tools.items():

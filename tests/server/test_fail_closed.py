@@ -43,7 +43,7 @@ def test_supervised_opa_decides_like_the_embedded_engine(tmp_path):
         task = start(svc)
         assert decide(svc, task, "read_invoice", {"invoice_id": "INV-1001"}).outcome == pb.OUTCOME_APPROVE
         assert decide(svc, task, "delete_record", {"record_id": "r"}).outcome == pb.OUTCOME_BLOCK
-        d = decide(svc, task, "transfer_funds", {"amount": 100000, "to_account": "X"}, untrusted=True)
+        d = decide(svc, task, "transfer_funds", {"vendor": "V-221", "amount": 100000}, untrusted=True)
         assert d.outcome == pb.OUTCOME_ESCALATE and d.risk_score >= 0.7
     finally:
         svc.stop()

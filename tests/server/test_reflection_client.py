@@ -76,7 +76,7 @@ def test_reflection_client_gets_the_acceptance_answers(service):
     r = call("Execute", "read_invoice", {"invoice_id": "INV-1001"})
     assert r["status"] == "EXECUTION_STATUS_SUCCEEDED" and r["output"]["invoice_id"] == "INV-1001"
     assert call("Decide", "delete_record", {"record_id": "1"})["decision"]["outcome"] == "OUTCOME_BLOCK"
-    big = {"amount": 100000, "to_account": "X"}
+    big = {"vendor": "V-221", "amount": 100000}
     d = call("Decide", "transfer_funds", big, untrusted=True)["decision"]
     assert d["outcome"] == "OUTCOME_ESCALATE" and d["risk_score"] >= 0.7
     r = call("Execute", "transfer_funds", big, untrusted=True)
@@ -101,7 +101,9 @@ def test_reflection_client_discovers_tools_and_permissions(service):
     c = ReflectionClient(service.channel, {agent: service.key(agent)})
     c.call("StartTask", {"agent_id": agent, "declared_goal": "read invoices"})  # discovery needs a task token
     tools = {t["name"]: t for t in c.call("ListTools", {"agent_id": agent})["tools"]}
-    assert sorted(tools) == ["generate_payment_report", "read_invoice", "read_vendor_profile", "transfer_funds"]
+    # examples/agents/finance_agent_v2.yaml: its allowed actions and its context rule's action.
+    assert sorted(tools) == ["create_record", "fire_webhook", "generate_payment_report", "read_invoice",
+                             "read_vendor_profile", "send_email", "transfer_funds", "update_record"]
     invoice = tools["read_invoice"]
     assert invoice["access"] == "TOOL_ACCESS_READ" and invoice["description"] == "Read one invoice by id."
     assert invoice["args_schema"]["required"] == ["invoice_id"]

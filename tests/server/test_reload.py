@@ -107,7 +107,7 @@ def test_threshold_change_swaps_under_load_with_no_failed_call(workspace):
     svc = serve(workspace)
     try:
         task = start(svc)
-        args = {"amount": 10, "to_account": "X"}
+        args = {"vendor": "V-221", "amount": 10}
         first = decide(svc, task, "generate_payment_report", {"vendor_id": "V-1"})
         assert first.outcome == pb.OUTCOME_BLOCK  # the goal does not name it
         task = start(svc, goal="generate payment report and transfer funds")

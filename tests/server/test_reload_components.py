@@ -12,7 +12,7 @@ from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from tests.server.test_acceptance import decide, start
 from tests.server.test_reload import admin, reload_entries, serve, workspace  # noqa: F401 - fixture
 
-TRANSFER = {"amount": 100, "to_account": "DE89370400440532013000"}
+TRANSFER = {"vendor": "V-221", "amount": 100}
 
 
 def test_a_registry_change_is_a_new_revision_and_a_reload_entry_naming_it(workspace):  # noqa: F811

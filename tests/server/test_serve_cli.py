@@ -5,6 +5,7 @@ change it, and `make run CONFIG=...` makes the keys that config names."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -22,7 +23,7 @@ import yaml
 
 from enforcer._gen.aecl.v1 import enforcer_pb2 as pb
 from enforcer._gen.aecl.v1 import enforcer_pb2_grpc as pb_grpc
-from tests.conftest import EXAMPLES, REPO, free_port, write_config
+from tests.conftest import EXAMPLES, REPO, demo_connectors, free_port, write_config
 
 BANNER_RE = re.compile(r"^AECL serving on (?P<host>[^\s]+):(?P<port>\d+) \((?P<transport>[^)]*)\)")
 
@@ -197,6 +198,7 @@ def own_config(directory: Path) -> Path:
         "state": {"sqlite_path": "log/state.db"},
         "identity": {"token_signing_key": "secrets/t/token.key", "credentials_dir": "creds",
                      "approvers": [{"id": "approver"}], "admins": [{"id": "admin"}]},
+        "connectors": demo_connectors(directory),
     }
     path = directory / "aecl.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -233,8 +235,10 @@ def test_make_keys_creates_the_key_the_config_names(tmp_path):
 def test_make_run_serves_another_config_on_the_address_given(tmp_path):
     config = own_config(tmp_path / "cfg")
     configured = int(yaml.safe_load(config.read_text())["listen"].rsplit(":", 1)[1])
+    world = tmp_path / "world"  # make run starts the example world beside the service: not under the repo's var/
     proc = subprocess.Popen(["make", "--no-print-directory", "run", f"CONFIG={config}", "LISTEN=127.0.0.1:0"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "AECL_WORLD_DIR": str(world), "AECL_WORLD_PORT": str(free_port())})
     try:
         banner = read_banner(proc, timeout=300)
         port = int(banner["address"].rsplit(":", 1)[1])
@@ -253,5 +257,15 @@ def test_make_run_serves_another_config_on_the_address_given(tmp_path):
             with pytest.raises(grpc.RpcError) as e:
                 stub.StartTask(pb.StartTaskRequest(agent_id="finance_agent_v2", declared_goal="read"), timeout=10)
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # The example world runs beside it, and stops with it.
+        urls = json.loads((world / "world.json").read_text())
+        with urllib.request.urlopen(f"{urls['records']}/health", timeout=10) as r:
+            assert json.loads(r.read()) == {"ok": True}
     finally:
         stop(proc, group=True)
+    # The world stops with it (serve.py removes its ports file on the way out).
+    for _ in range(200):
+        if not (world / "world.json").exists():
+            break
+        time.sleep(0.05)
+    assert not (world / "world.json").exists()

@@ -32,13 +32,16 @@ def records(svc):
 
 
 def test_shadow_agent_runs_a_call_enforce_mode_would_block(shadow_service):
+    # modify_iam_policy: on the agent's block list, and a tool that needs no
+    # connector (delete_record now goes through the records connector, which
+    # reaches nothing outside a test that starts the example world).
     svc = shadow_service
-    task = start(svc, goal="delete record")
-    r = execute(svc, task, "delete_record", {"record_id": "INV-1001"})
+    task = start(svc, goal="change the IAM policy")
+    r = execute(svc, task, "modify_iam_policy", {"principal": "svc-reports", "grant": ["reports:read"]})
     assert r.decision.outcome == pb.OUTCOME_BLOCK and r.decision.shadow
     assert r.decision.rule == "allowlist.blocked"
     assert r.status == pb.EXECUTION_STATUS_SUCCEEDED, r.error
-    assert r.sandbox_id
+    assert r.sandbox_id and r.output["granted"] == ["reports:read"]
     decision = next(rec for rec in records(svc) if rec.get("decision_id") == r.decision.decision_id
                     and rec["kind"] == "decision")
     assert decision["shadow"] is True and decision["enforced"] is False
@@ -48,9 +51,18 @@ def test_shadow_agent_runs_a_call_enforce_mode_would_block(shadow_service):
 def test_shadow_escalation_runs_without_an_approval(shadow_service):
     svc = shadow_service
     task = start(svc)
-    r = execute(svc, task, "transfer_funds", {"amount": 100000, "to_account": "GB00TEST"}, untrusted=True)
+    r = execute(svc, task, "transfer_funds", {"vendor": "V-221", "amount": 100000}, untrusted=True)
     assert r.decision.outcome == pb.OUTCOME_ESCALATE and r.decision.shadow
-    assert r.status == pb.EXECUTION_STATUS_SUCCEEDED and not r.approval_id
+    # It ran, with no approval: the tool reached the payments connector. This
+    # config points the connector at a closed port (no example world here),
+    # so the transfer itself fails, truthfully, and is logged as run.
+    assert not r.approval_id and r.sandbox_id
+    assert r.status == pb.EXECUTION_STATUS_FAILED
+    assert "POST http://payments/transfers: HTTP 502" in r.error and "upstream unreachable" in r.error
+    mine = [rec for rec in records(svc) if rec.get("sandbox_id") == r.sandbox_id]
+    assert [(rec["kind"], rec.get("connector")) for rec in mine] == [("connector_request", "payments"),
+                                                                     ("execution", None)]
+    assert mine[1]["outcome"] == "failed" and mine[1]["decision_id"] == r.decision.decision_id
 
 
 def test_agent_not_in_shadow_is_still_enforced(shadow_service):

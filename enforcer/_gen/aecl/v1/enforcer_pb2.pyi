@@ -45,16 +45,18 @@ TOOL_ACCESS_READ: ToolAccess
 TOOL_ACCESS_WRITE: ToolAccess
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential")
+    __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential", "declared_resources")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     DECLARED_GOAL_FIELD_NUMBER: _ClassVar[int]
     DECLARED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     declared_goal: str
     declared_actions: _containers.RepeatedScalarFieldContainer[str]
     credential: str
-    def __init__(self, agent_id: _Optional[str] = ..., declared_goal: _Optional[str] = ..., declared_actions: _Optional[_Iterable[str]] = ..., credential: _Optional[str] = ...) -> None: ...
+    declared_resources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., declared_goal: _Optional[str] = ..., declared_actions: _Optional[_Iterable[str]] = ..., credential: _Optional[str] = ..., declared_resources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartTaskResponse(_message.Message):
     __slots__ = ("task_id", "token", "expires_at", "token_expires_at")

@@ -1,19 +1,20 @@
-# A worked extension: payments go only to verified vendor accounts, and each
-# agent has its own cap per transfer. The data lives beside the policy, in
-# rego/vendors/data.json, so `opa test` and the service see the same lists.
+# A worked extension: payments go only to verified vendors, and each agent
+# has its own cap per transfer (in the registry's minor units, as the amount
+# is sent). The data lives beside the policy, in rego/vendors/data.json, so
+# `opa test` and the service see the same lists.
 package aecl.extensions.vendors
 
 import rego.v1
 
-verified := data.vendors.verified_accounts
+verified := data.vendors.verified_vendors
 
 caps := data.vendors.amount_caps
 
 deny contains reason if {
 	input.action.name == "transfer_funds"
-	account := object.get(input.action.args, "to_account", "")
-	not verified[account]
-	reason := concat("", ["account '", account, "' is not on the list of verified vendors"])
+	vendor := object.get(input.action.args, "vendor", "")
+	not verified[vendor]
+	reason := sprintf("vendor '%v' is not on the list of verified vendors", [vendor])
 }
 
 deny contains reason if {
