@@ -194,6 +194,70 @@ def _verify_costs(config: Path, token: str) -> tuple[float, float]:
             statistics.median(serial(lambda: warm.verify(token, now), 2000, warmup=20)))
 
 
+CONNECTOR_TOOL = """
+import json, os, sys, urllib.request
+url = os.environ.get("BENCH_URL", "http://payments/vendors/V-17")
+headers = {"Authorization": "Bearer " + os.environ["BENCH_KEY"]} if "BENCH_KEY" in os.environ else {}
+with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+    json.dump({"status": r.status, "vendor": json.loads(r.read())["vendor_id"]}, sys.stdout)
+"""
+
+
+def bench_connector(args, tmp: Path) -> None:
+    """Issue 13: an Execute whose tool makes one request through a connector,
+    against the same tool run on the host calling the service directly."""
+    print("\n== Execute with one connector request vs the same tool calling payments directly (no sandbox)")
+    from tests.conftest import World
+
+    world = World(tmp / "world")
+    tools = tmp / "ctools"
+    tools.mkdir()
+    (tools / "vendor.py").write_text(CONNECTOR_TOOL)
+    (tmp / "ctools.yaml").write_text(
+        f"tools_dir: {tools}\ntools:\n  vendor:\n    command: [/usr/bin/python3, -I, /opt/aecl/tools/vendor.py]\n"
+        "    access: read\n    connectors: [payments]\n")
+    agents = tmp / "cagents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text("agent_id: bench\nallowed_actions: [vendor]\n"
+                                       "credential_scope: [payments:initiate]\nmax_tool_calls_per_run: 1000000\n")
+    config = write_config(tmp / "csvc", world=world.urls, agents_dir=str(agents), tool_registry=str(tmp / "ctools.yaml"))
+    import yaml
+
+    doc = yaml.safe_load(config.read_text())
+    doc["connectors"]["payments"]["allow"].append({"methods": ["GET"], "path_prefix": "/vendors"})
+    config.write_text(yaml.safe_dump(doc))
+    svc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)],
+                           cwd=REPO, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        ch = wait_ready(doc["listen"])
+        stub = pb_grpc.EnforcerServiceStub(ch)
+        key = (tmp / "csvc" / "credentials" / "bench.key").read_text().strip()
+        started = stub.StartTask(pb.StartTaskRequest(agent_id="bench", declared_goal="bench", credential=key))
+        bearer = (("authorization", f"Bearer {started.token}"),)
+        req = pb.ExecuteRequest(task_id=started.task_id, agent_id="bench", call=pb.ToolCall(name="vendor"))
+        r = stub.Execute(req, metadata=bearer)
+        assert r.status == pb.EXECUTION_STATUS_SUCCEEDED, r.error
+        env = {"PATH": "/usr/bin:/bin", "BENCH_KEY": Path(world.urls["payments_key_file"]).read_text().strip(),
+               "BENCH_URL": f"{world.urls['payments']}/vendors/V-17"}
+        direct = ["/usr/bin/python3", "-I", str(tools / "vendor.py")]
+        subprocess.run(direct, check=True, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+        n = args.n_exec
+        d_s, e_s = [], []
+        for _ in range(4):
+            d_s += serial(lambda: subprocess.run(direct, check=True, env=env, stdin=subprocess.DEVNULL,
+                                                 capture_output=True), n // 4, warmup=5)
+            e_s += serial(lambda: stub.Execute(req, metadata=bearer), n // 4, warmup=5)
+        base = summary("the tool on the host, calling payments directly", d_s)
+        line(base)
+        e = summary("Execute: sandbox + bridge + proxy + 3 log entries", e_s)
+        line(e, base, f"   (+{e['p50_ms'] - base['p50_ms']:.2f} ms)")
+        ch.close()
+    finally:
+        svc.terminate()
+        svc.wait()
+        world.stop()
+
+
 def bench_execute(args, tmp: Path) -> None:
     print("\n== Execute of a trivial tool vs raw bwrap")
     registry = tmp / "tools.yaml"
@@ -507,7 +571,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
-    p.add_argument("--only", choices=["decide", "execute", "gate", "sandbox", "components", "policy", "audit"],
+    p.add_argument("--only", choices=["decide", "execute", "connector", "gate", "sandbox", "components", "policy",
+                                      "audit"],
                    help="one part (policy: the per-evaluation comparison alone; components includes it)")
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
@@ -521,6 +586,8 @@ def main() -> None:
             bench_decide(args, tmp)
         if args.only in (None, "execute"):
             bench_execute(args, tmp)
+        if args.only in (None, "connector"):
+            bench_connector(args, tmp)
         if args.only in (None, "gate"):
             bench_release_gate(args, tmp)
         if args.only in (None, "sandbox"):
