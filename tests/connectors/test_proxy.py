@@ -363,8 +363,10 @@ def test_exit_aborts_the_tools_connections_but_records_a_request_already_forward
             reader, writer = await asyncio.open_unix_connection(str(sock))
             writer.write(get("/accounts/hold/1"))
             idle_r, idle_w = await asyncio.open_unix_connection(str(sock))  # sends nothing
-            await loop.run_in_executor(None, upstream.arrived.wait, 10)
-            loop.call_later(0.1, upstream.release.set)
+            assert await loop.run_in_executor(None, upstream.arrived.wait, 30), "the request never reached upstream"
+            # Runs at the loop's next turn, which comes only once the exit below has
+            # aborted the tool's connections (nothing in between awaits).
+            loop.call_soon(upstream.release.set)
         # Left the endpoint while the upstream was still answering.
         tool_got = await reader.read()
         idle_got = await idle_r.read()
