@@ -26,5 +26,15 @@ for _ in $(seq 200); do
 done
 [ -s "$ports" ] || { echo "serve-with-world: the example world is not ready after 10s" >&2; exit 1; }
 echo "example world: $(tr -d '\n' < "$ports")"
-# Not exec: the trap stops the world when the service stops.
-.venv/bin/aecl serve "$@"
+# The service in the background and waited for, not exec'd and not in the
+# foreground: a TERM or INT sent to this script alone (kill, a supervisor)
+# must reach the service too, and bash runs no trap while a foreground child runs.
+.venv/bin/aecl serve "$@" &
+svc=$!
+stop_all() { kill -TERM "$svc" 2>/dev/null || true; wait "$svc" 2>/dev/null || true; stop_world; }
+trap 'stop_all; exit 143' TERM
+trap 'stop_all; exit 130' INT
+status=0
+wait "$svc" || status=$?
+stop_world
+exit "$status"
