@@ -23,20 +23,12 @@ from enforcer.errors import ConfigError
 from tests.conftest import free_port
 from tests.connectors import (
     Recorder,
-    Upstream,
     ask,
     gateway,
     new_secret,
     payments_connectors,
     secret_file,
 )
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 @pytest.fixture

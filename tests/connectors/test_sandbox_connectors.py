@@ -15,20 +15,12 @@ import pytest
 from enforcer.sandbox.runner import BwrapRunner, SandboxResult
 from tests.connectors import (
     Recorder,
-    Upstream,
     gateway,
     new_secret,
     payments_connectors,
     secret_file,
 )
 from tests.sandbox.conftest import PY, TRY, make_runner
-
-
-@pytest.fixture
-def upstream():
-    u = Upstream()
-    yield u
-    u.close()
 
 
 @pytest.fixture
