@@ -101,6 +101,17 @@ def read_keys(credentials_dir: Path) -> dict[str, str]:
     return {p.stem: p.read_text().strip() for p in sorted(credentials_dir.glob("*.key"))}
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM (the way an operator stops it), SIGKILL if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Service:
     """`aecl serve` as a child process, the way an operator runs it."""
 
@@ -143,13 +154,7 @@ class Service:
 
     def stop(self) -> None:
         self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
@@ -175,13 +180,7 @@ class World:
         self.urls: dict[str, str] = json.loads(self.ports_file.read_text())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
