@@ -311,6 +311,41 @@ class ConnectorConfig(_Strict):
     max_body_bytes: int = Field(default=1 << 20, gt=0)
 
 
+class WebhookConfig(_Strict):
+    """Where an escalation is announced: a JSON POST with the approval's full
+    context and links to its page in the console, signed with HMAC-SHA256
+    (header X-AECL-Signature: `t=<unix time>,v1=<hex>` over
+    "<t>.<body>"), retried with exponential backoff; each attempt is a
+    `notification` audit entry."""
+
+    url: str = Field(pattern=r"^https?://[^/?#]+(/.*)?$")
+    # The HMAC key: a file of the operator's (0600), its text is the key.
+    secret_file: ConfigPath
+    timeout_s: PositiveFloat = 5.0
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    # First retry after this long; each later one waits twice as long.
+    backoff_s: PositiveFloat = 1.0
+
+
+class ApprovalsConfig(_Strict):
+    webhooks: list[WebhookConfig] = []
+    # How often pending approvals past their expiry are marked expired
+    # (expiry is also checked when a human resolves and when the call starts).
+    sweep_interval_s: PositiveFloat = 1.0
+
+
+class ConsoleConfig(_Strict):
+    """The approver console (HTML over HTTP): served when `listen` is set.
+    Under the service's `tls` it uses the same certificate (and its session
+    cookie is Secure); without TLS only on a loopback address."""
+
+    listen: str | None = None
+    # The console's address as approvers reach it, for links in
+    # notifications; default http(s)://<listen>.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/.*)?$")
+    session_ttl_s: PositiveFloat = 8 * 3600
+
+
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
     agents_dir: ConfigPath
@@ -327,10 +362,16 @@ class ServiceConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     # name -> connector; a tool's registry entry names the connectors it may use.
     connectors: dict[PrincipalName, ConnectorConfig] = {}
+    approvals: ApprovalsConfig = ApprovalsConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @model_validator(mode="after")
     def _transport(self) -> ServiceConfig:
         problem = transport_problem(self.listen, self.tls, self.plaintext)
+        if problem is None and self.console.listen is not None:
+            problem = transport_problem(self.console.listen, self.tls, self.plaintext)
+            if problem is not None:
+                problem = f"console.listen: {problem}"
         if problem is not None:
             raise ValueError(problem)
         return self

@@ -83,10 +83,28 @@ class TaskOver(AeclError):
     code = "task_over"
 
 
+class ApprovalStateError(AeclError):
+    """An approval cannot do what was asked in its current state: resolved
+    already, expired, cancelled, consumed, made for another call, or a
+    notification link used already. `reason` says which."""
+
+    code = "approval_state"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ResourceExhausted(AeclError):
     """A service-wide bound is reached (e.g. concurrent sandboxes); retry later."""
 
     code = "resource_exhausted"
+
+
+class WatcherLagged(ResourceExhausted):
+    """A watcher of approvals fell too far behind and was dropped: list again."""
+
+    code = "watcher_lagged"
 
 
 class PolicyError(AeclError):

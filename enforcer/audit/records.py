@@ -221,6 +221,40 @@ class ConnectorRequestRecord(CallFields):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApprovalRecord(CallFields):
+    """An approval changed status: a human resolved it (approved or
+    rejected; the principal is the approver), it expired, it was cancelled
+    (revocation), or its approved call could not start (failed). The
+    escalation itself is the `decision` entry, and the run that follows an
+    approval is a `decision` (made again, with the approval in the policy
+    input) and an `execution` entry; all carry hitl_approval_id. The store's
+    compare-and-swap from `from_status` commits after this entry."""
+
+    KIND: ClassVar[str] = "approval"
+    kind: Literal["approval"] = "approval"
+    transition: Literal["approved", "rejected", "expired", "cancelled", "failed"]
+    from_status: str
+    args_digest: str
+    expires_at: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationRecord(CallFields):
+    """One delivery attempt of an approval's notification (the webhook):
+    its target without any secret, the attempt number, what came back."""
+
+    KIND: ClassVar[str] = "notification"
+    kind: Literal["notification"] = "notification"
+    channel: Literal["webhook"] = "webhook"
+    url: str
+    attempt: int
+    status_code: int | None = None
+    delivered: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RejectedRecord(CallFields):
     """A request refused before any decision: bad input, unknown task, a
     foreign caller, an unavailable dependency. `error_code` is the stable
@@ -283,13 +317,14 @@ class ServiceRecord(Header):
 
 
 Record = (TaskStarted | TokenRenewed | DecisionRecord | ExecutionRecord | ConnectorRequestRecord | RejectedRecord
-          | AuthRefused | RevocationRecord | PolicyReload | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
+          | AuthRefused | RevocationRecord | ApprovalRecord | NotificationRecord | PolicyReload | CheckpointRecord
+          | KeyTransitionRecord | ServiceRecord)
 KINDS: dict[str, type] = {cls.KIND: cls for cls in
                           (TaskStarted, TokenRenewed, DecisionRecord, ExecutionRecord, ConnectorRequestRecord,
-                           RejectedRecord, AuthRefused, RevocationRecord, PolicyReload, CheckpointRecord,
-                           KeyTransitionRecord, ServiceRecord)}
+                           RejectedRecord, AuthRefused, RevocationRecord, ApprovalRecord, NotificationRecord,
+                           PolicyReload, CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
 CALL_KINDS = frozenset({"task_started", "token_renewed", "decision", "execution", "connector_request", "rejected",
-                        "auth_refused", "revocation", "policy_reload"})
+                        "auth_refused", "revocation", "approval", "notification", "policy_reload"})
 
 
 @cache

@@ -23,9 +23,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from enforcer.audit.records import DecisionRecord, new_id
+from enforcer.audit.records import DecisionRecord
 from enforcer.errors import StoreError
 from enforcer.pipeline.admit import Admitted
+from enforcer.pipeline.approvals import Approvals, link_token_hash, new_link_token
 from enforcer.pipeline.journal import Journal
 from enforcer.pipeline.payload import payload
 from enforcer.pipeline.policy_input import call_amount, call_resource
@@ -34,15 +35,17 @@ from enforcer.pipeline.request import CallRequest, ExecuteResult
 from enforcer.pipeline.run_approved import RunApproved
 from enforcer.policy.decision import Decision
 from enforcer.policy.holder import ActivePolicy
-from enforcer.state.store import Approval, StoreTx
+from enforcer.state.store import StoreTx
 
 log = logging.getLogger(__name__)
 
 
 class Dispatch:
-    def __init__(self, journal: Journal, run_approved: RunApproved, clock: Callable[[], float]) -> None:
+    def __init__(self, journal: Journal, run_approved: RunApproved, approvals: Approvals,
+                 clock: Callable[[], float]) -> None:
         self.journal = journal
         self.run_approved = run_approved
+        self.approvals = approvals
         self.clock = clock
 
     async def execute(self, req: CallRequest, active: ActivePolicy, admitted: Admitted, decision: Decision,
@@ -57,15 +60,14 @@ class Dispatch:
             await self._commit(tx, req, decision, t0)  # the counted call is explained by the block
             return ExecuteResult(decision, "blocked", appended.event_id, error=decision.reason, appended=appended)
         elif decision.outcome == "escalate":
-            now = self.clock()
-            approval = Approval(
-                approval_id=new_id("apr"), task_id=req.task_id, decision_id=decision.decision_id,
-                action_name=req.tool, created_at=now, expires_at=now + decision.approval_ttl_seconds,
-                status="pending",
-            )
-            await tx.create_approval(approval)
+            # The approval binds the exact call and its context (approvals.py);
+            # its notification links carry a single-use token, kept hashed.
+            approval = self.approvals.new_approval(req, admitted, decision, self.clock())
+            link_token = new_link_token()
+            await tx.create_approval(approval, link_token_sha256=link_token_hash(link_token))
             appended = await self.journal.append(replace(record, hitl_approval_id=approval.approval_id))
             await self._commit(tx, req, decision, t0)
+            self.approvals.created(approval, link_token)
             return ExecuteResult(decision, "pending_approval", appended.event_id,
                                  approval_id=approval.approval_id, appended=appended)
 

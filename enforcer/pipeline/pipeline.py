@@ -16,6 +16,7 @@ composes them and owns the error path. The invariants of the whole:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -35,6 +36,7 @@ from enforcer.identity.revocations import Revocations
 from enforcer.identity.tokens import TokenIssuer
 from enforcer.metrics import Metrics
 from enforcer.pipeline.admit import admit
+from enforcer.pipeline.approvals import Approvals
 from enforcer.pipeline.decide import decide
 from enforcer.pipeline.dispatch import Dispatch
 from enforcer.pipeline.journal import Journal
@@ -84,7 +86,9 @@ class Pipeline:
         self.journal = Journal(audit, metrics)
         self.run_approved = RunApproved(self.journal, sandbox, sandbox_config, lambda: self.clock(),
                                         lambda: self.shutting_down, connectors)
-        self.dispatch = Dispatch(self.journal, self.run_approved, lambda: self.clock())
+        self.approvals = Approvals(journal=self.journal, store=store, policy=policy, run_approved=self.run_approved,
+                                   limits=limits, clock=lambda: self.clock(), service_principal=self.service_principal)
+        self.dispatch = Dispatch(self.journal, self.run_approved, self.approvals, lambda: self.clock())
 
     # -- StartTask -------------------------------------------------------
 
@@ -202,13 +206,15 @@ class Pipeline:
                 await tx.end_tasks(tasks, at=now)
                 # Approvals can outlive their task: an agent's are cancelled whichever of its tasks they wait in.
                 cancelled = await tx.cancel_pending_approvals(
-                    tasks if target == "task" else await tx.tasks_of(target_id))
+                    tasks if target == "task" else await tx.tasks_of(target_id), now=now)
+                await asyncio.gather(*(self.journal.append(self.approvals.cancelled_record(
+                    a, principal, f"{rpc}: {reason or '(no reason given)'}")) for a in cancelled))
                 appended = await self.journal.append(RevocationRecord(
                     timestamp=timestamp(now), agent_id=agent_id, task_id=target_id if target == "task" else "",
                     principal=principal, rpc=rpc, policy_applied=revision, outcome="revoked",
                     reason=reason or "(no reason given)", latency_ms=_ms(t0), target=target,  # type: ignore[arg-type]
                     target_id=target_id, revoked_at=timestamp(now), tasks_revoked=tuple(tasks),
-                    approvals_cancelled=cancelled,
+                    approvals_cancelled=len(cancelled),
                 ))
                 await tx.commit()
         except AeclError as e:
@@ -216,7 +222,8 @@ class Pipeline:
                                "", {"reason": reason[:1024]}, e, t0, revision, principal)
             raise
         self.revocations.add(row)
-        return Revoked(event_id=appended.event_id, tasks_revoked=tuple(tasks), approvals_cancelled=cancelled)
+        self.approvals.published(cancelled)
+        return Revoked(event_id=appended.event_id, tasks_revoked=tuple(tasks), approvals_cancelled=len(cancelled))
 
     async def log_auth_refused(self, rpc: str, error: Unauthenticated | NotAuthorised, *, agent_id: str,
                                task_id: str, principal: Principal | None, peer: str,
@@ -252,6 +259,13 @@ class Pipeline:
         active = self.policy.current
         now = self.clock()
         refused: AeclError | None = None
+        if req.approval_id:
+            try:
+                await self.approvals.refuse_resume(req)  # always raises: nothing runs twice
+            except AeclError as e:
+                await self._reject(req.rpc, req.agent_id, req.task_id, req.tool, payload(req), e, t0,
+                                   active.revision, req.principal)
+                raise
         async with self.store.transaction() as tx:
             try:
                 admitted = await admit(req, active, self.limits, now, store=self.store, tx=tx)

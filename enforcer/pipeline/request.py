@@ -48,6 +48,9 @@ class CallRequest:
     # so a cancellation can be logged as a deadline or a client's cancel.
     deadline: float | None = None
     principal: MaybePrincipal = None
+    # Execute: the approval a resumed call names (always refused: the service
+    # runs approved calls itself); an approved call run by the service: its approval.
+    approval_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ class RunApproved:
         await self.journal.append(ConnectorRequestRecord(
             timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
             rpc=req.rpc, action_name=req.tool, policy_applied=d.policy_revision, decision_id=d.decision_id,
-            sandbox_id=execution.sandbox_id, outcome="refused" if r.refused else "forwarded",
+            sandbox_id=execution.sandbox_id, hitl_approval_id=req.approval_id or None, outcome="refused" if r.refused else "forwarded",
             reason=r.refused or f"{r.method} {r.path} -> {r.status}", latency_ms=r.duration_ms,
             connector=r.connector[:256], method=r.method[:16], path=r.path[:2048], status=r.status,
             upstream_status=r.upstream_status, bytes_in=r.bytes_in, bytes_out=r.bytes_out,
@@ -185,7 +185,7 @@ class RunApproved:
                 "peak_memory_bytes": r.peak_memory_bytes if r else None,
             },
             limits_hit=tuple(r.limits_hit) if r else (),
-            cause=cause,
+            cause=cause, hitl_approval_id=req.approval_id or None,
         )
         try:
             return await self.journal.append(record)

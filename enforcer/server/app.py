@@ -32,6 +32,7 @@ from enforcer.policy.reload import PolicyReloader, compile_active, watched_paths
 from enforcer.sandbox.profile import DEFAULT_PROFILE, load_profile
 from enforcer.sandbox.runner import BwrapRunner
 from enforcer.server.health import Health
+from enforcer.server.approvals_service import ApprovalService
 from enforcer.server.service import AdminService, EnforcerService
 from enforcer.server.wire import add_enforcer_service
 from enforcer.state.sqlite import SqliteStateStore
@@ -39,6 +40,7 @@ from enforcer.state.sqlite import SqliteStateStore
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EnforcerService"].full_name
 ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
+APPROVAL_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 
 @dataclass
@@ -143,10 +145,11 @@ def create_server(
     add_enforcer_service(server, enforcer_service, enforcer_service.undecodable)
     pb_grpc.add_AdminServiceServicer_to_server(
         AdminService(components.policy, components.reloader, components.pipeline), server)
+    pb_grpc.add_ApprovalServiceServicer_to_server(ApprovalService(components.pipeline), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (SERVICE_NAME, ADMIN_SERVICE_NAME, APPROVAL_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     try:
@@ -188,7 +191,7 @@ def config_digest(config: ServiceConfig) -> str:
 
 
 def banner(config: ServiceConfig, address: str, metrics_url: str | None, components: Components,
-           config_path: Path | None) -> str:
+           config_path: Path | None, console_url: str | None = None) -> str:
     """The start-up banner: every address as bound, and where the log is."""
     pub = config.audit.signing_key.with_name(PUBLIC_NAME)
     lines = [
@@ -197,6 +200,7 @@ def banner(config: ServiceConfig, address: str, metrics_url: str | None, compone
         f"  engine:  {components.engine.name}, policy {components.engine.revision}",
         f"  audit:   {config.audit.path}",
         f"  metrics: {metrics_url or 'off'}",
+        f"  console: {console_url + ' (approvers)' if console_url else 'off'}",
     ]
     if pub.is_file():
         lines.append(f"  verify:  aecl verify --log {config.audit.path} --pubkey {pub}")
@@ -229,9 +233,22 @@ async def serve(
             metrics_url = f"http://{config.metrics.listen.rpartition(':')[0] or '127.0.0.1'}:{mport}/metrics"
             log.info("Prometheus metrics on %s", metrics_url)
         server, port = create_server(components, config, config_path=config_path)
+        console = None
+        if config.console.listen is not None:
+            from enforcer.console.server import ConsoleServer  # the web front end: only when configured
+            console = ConsoleServer(config, components.pipeline, components.authenticator)
+            await console.start()
     except ConfigError:
         components.close()
         raise
+    notifier = None
+    if config.approvals.webhooks:
+        from enforcer.notify.webhook import WebhookNotifier
+        notifier = WebhookNotifier(
+            config.approvals.webhooks, components.pipeline.journal,
+            console_url=config.console.public_url or (console.url if console is not None else None),
+            policy_revision=lambda: components.policy.current.revision)
+        components.pipeline.approvals.on_created.append(notifier.notify)
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
     service_health = Health(health_servicer, ("", SERVICE_NAME))
@@ -257,10 +274,16 @@ async def serve(
         host, port, components.engine.name, components.engine.revision, config.audit.path,
     )
     # What is actually served, on stdout for the operator (make run shows it).
-    print(banner(config, f"{host}:{port}", metrics_url, components, config_path), flush=True)
+    print(banner(config, f"{host}:{port}", metrics_url, components, config_path,
+                 console.url if console is not None else None), flush=True)
     # A restart leaves a trace: what started, with which configuration and policy.
     digest = config_digest(config)
     await components.pipeline.log_service("start", config_digest=digest, listen=f"{host}:{port}")
+    # Approvals outlive restarts: a call cut off mid-run is marked (outcome
+    # unknown), approved ones not yet started run once; then expiry is swept.
+    await components.pipeline.approvals.recover()
+    sweeper = asyncio.get_running_loop().create_task(
+        components.pipeline.approvals.sweep(config.approvals.sweep_interval_s), name="aecl-approval-sweeper")
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -284,14 +307,20 @@ async def serve(
     finally:
         if watcher is not None:
             watcher.cancel()
+        sweeper.cancel()
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
+        if console is not None:
+            await console.stop()
+        if notifier is not None:
+            await notifier.close()
         # Kill running sandboxes first: their calls then finish as logged
         # failures (cause: shutdown) while the audit log is still open,
         # within the grace period.
         components.pipeline.shutting_down = True
         components.sandbox.kill_all()
         await server.stop(grace=5)
+        await components.pipeline.approvals.drain()
         try:
             await components.pipeline.log_service("stop", config_digest=digest, listen=f"{host}:{port}")
         except AeclError as e:

@@ -9,7 +9,10 @@ reflection are open (they reveal nothing the repository does not).
     Decide, Execute                the task token; agent_id and task_id
                                    must be the token's
     ListTools, GetAgentPermissions the task token; agent_id must be its
+    GetExecution, WaitForExecution the task token; agent_id and task_id must
+                                   be its (the approval must be that task's)
     AdminService/*                 an administrator
+    ApprovalService/*              an approver (never an agent's token or key)
 
 A refusal is an `auth_refused` audit entry (durable before the answer) and
 a count in aecl_auth_refusals_total{reason}, then UNAUTHENTICATED or
@@ -42,6 +45,7 @@ PRINCIPAL: ContextVar[Principal | None] = ContextVar("aecl_principal", default=N
 
 ENFORCER = wire.SERVICE
 ADMIN = "aecl.v1.AdminService"
+APPROVALS = "aecl.v1.ApprovalService"
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection"})
 
@@ -70,6 +74,10 @@ def _admin(auth: Authenticator, p: Presented, req: Any) -> Proven:
     return auth.role(p, "admin")
 
 
+def _approver(auth: Authenticator, p: Presented, req: Any) -> Proven:
+    return auth.role(p, "approver")
+
+
 RULES: dict[tuple[str, str], Rule] = {
     (ENFORCER, "StartTask"): Rule(_credential, True),
     (ENFORCER, "RenewTaskToken"): Rule(_credential, True),
@@ -81,6 +89,12 @@ RULES: dict[tuple[str, str], Rule] = {
     (ADMIN, "GetPolicyStatus"): Rule(_admin, False),
     (ADMIN, "RevokeTask"): Rule(_admin, False),
     (ADMIN, "RevokeAgent"): Rule(_admin, False),
+    (ENFORCER, "GetExecution"): Rule(_task_token, True),
+    (ENFORCER, "WaitForExecution"): Rule(_task_token, True),
+    (APPROVALS, "ListApprovals"): Rule(_approver, False),
+    (APPROVALS, "GetApproval"): Rule(_approver, False),
+    (APPROVALS, "ResolveApproval"): Rule(_approver, False),
+    (APPROVALS, "WatchApprovals"): Rule(_approver, False),
 }
 
 
@@ -99,11 +113,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or service in OPEN_SERVICES:
             return handler
         rule = RULES.get((service, method))
-        if rule is None or handler.unary_unary is None:
+        if rule is None or (handler.unary_unary is None and handler.unary_stream is None):
             return _refusing(handler, method, self)
-        inner = handler.unary_unary
 
-        async def authenticated(request: Any, context: grpc.aio.ServicerContext):
+        async def prove(request: Any, context: grpc.aio.ServicerContext) -> tuple[Any, Proven]:
             body = request
             if rule.decodes and not isinstance(request, Message):
                 try:
@@ -116,9 +129,30 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     self._token_only(presented, rule)
             except (Unauthenticated, NotAuthorised) as e:
                 await self._refuse(method, e, body, context)
+            return (body if body is not None else request), proven
+
+        if handler.unary_stream is not None:
+            streamed = handler.unary_stream
+
+            async def authenticated_stream(request: Any, context: grpc.aio.ServicerContext):
+                body, proven = await prove(request, context)
+                token = PRINCIPAL.set(proven.principal)
+                try:
+                    async for response in streamed(body, context):
+                        yield response
+                finally:
+                    PRINCIPAL.reset(token)
+
+            return grpc.unary_stream_rpc_method_handler(
+                authenticated_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        inner = handler.unary_unary
+
+        async def authenticated(request: Any, context: grpc.aio.ServicerContext):
+            body, proven = await prove(request, context)
             token = PRINCIPAL.set(proven.principal)
             try:
-                return await inner(body if body is not None else request, context)
+                return await inner(body, context)
             finally:
                 PRINCIPAL.reset(token)
 
@@ -159,5 +193,13 @@ def _refusing(handler, method: str, interceptor: AuthInterceptor):
     async def refuse(request: Any, context: grpc.aio.ServicerContext):
         await interceptor._refuse(method, NotAuthorised("no_rule", f"{method}: no authentication rule; refused"),
                                   None, context)
-    return grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=handler.request_deserializer,
-                                               response_serializer=handler.response_serializer)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext):
+        await refuse(request, context)
+        yield  # pragma: no cover - refuse aborts
+
+    make = grpc.unary_stream_rpc_method_handler if handler.unary_stream is not None \
+        else grpc.unary_unary_rpc_method_handler
+    return make(refuse_stream if handler.unary_stream is not None else refuse,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)

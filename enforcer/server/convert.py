@@ -19,6 +19,7 @@ from enforcer.config import LimitsConfig
 from enforcer.errors import InvalidRequest
 from enforcer.manifests import AgentManifest, ToolSpec
 from enforcer.pipeline.request import CallRequest, DecideResult, ExecuteResult, StartTaskRequest
+from enforcer.state.store import Approval
 from enforcer.policy.decision import Decision
 from enforcer.policy.reload import ReloadResult
 
@@ -92,6 +93,7 @@ def call_request(rpc: str, msg: pb.DecideRequest | pb.ExecuteRequest, limits: Li
         idempotency_key=getattr(msg, "idempotency_key", ""),
         deadline=deadline,
         principal=principal,
+        approval_id=getattr(msg, "approval_id", ""),
     )
 
 
@@ -150,3 +152,76 @@ def agent_permissions_response(m: AgentManifest, *, shadow: bool, revision: str)
         auto_approve_threshold=m.auto_approve_threshold, token_ttl_seconds=m.token_ttl_seconds,
         credential_scope=m.credential_scope, shadow=shadow, policy_revision=revision,
     )
+
+
+# -- approvals ---------------------------------------------------------------
+
+APPROVAL_STATUSES = {
+    "pending": pb.APPROVAL_STATUS_PENDING, "approved": pb.APPROVAL_STATUS_APPROVED,
+    "rejected": pb.APPROVAL_STATUS_REJECTED, "expired": pb.APPROVAL_STATUS_EXPIRED,
+    "cancelled": pb.APPROVAL_STATUS_CANCELLED, "executing": pb.APPROVAL_STATUS_EXECUTING,
+    "executed": pb.APPROVAL_STATUS_EXECUTED, "failed": pb.APPROVAL_STATUS_FAILED,
+}
+STATUS_NAMES = {v: k for k, v in APPROVAL_STATUSES.items()}
+
+
+def principal_message(p: Principal | None) -> pb.Principal | None:
+    if p is None:
+        return None
+    return pb.Principal(kind=p.kind, id=p.id, key_id=p.key_id or "", cert_fingerprint=p.cert_fingerprint or "")
+
+
+def _history_call(h: dict[str, Any]) -> pb.HistoryCall:
+    msg = pb.HistoryCall(tool=h.get("tool", ""), outcome=h.get("outcome", ""), resource=h.get("resource") or "",
+                         at=timestamp(h.get("at") or 0))
+    if h.get("amount") is not None:
+        msg.amount.number_value = float(h["amount"])
+    return msg
+
+
+def _decision_from_explanation(d: dict[str, Any]) -> pb.Decision:
+    fields = dict(d)
+    fields["outcome"] = _OUTCOMES.get(fields.get("outcome", ""), pb.OUTCOME_UNSPECIFIED)
+    return pb.Decision(**fields)
+
+
+def execution_result_message(r: dict[str, Any]) -> pb.ExecutionResult:
+    msg = pb.ExecutionResult(status=_STATUSES.get(r.get("status", ""), pb.EXECUTION_STATUS_FAILED),
+                             error=r.get("error") or "", sandbox_id=r.get("sandbox_id") or "",
+                             output_truncated=bool(r.get("output_truncated")), event_id=r.get("event_id") or "")
+    if r.get("output") is not None:
+        msg.output.CopyFrom(dict_to_struct(r["output"]))
+    if r.get("decision"):
+        msg.decision.CopyFrom(_decision_from_explanation(r["decision"]))
+    if r.get("finished_at") is not None:
+        msg.finished_at.CopyFrom(timestamp(r["finished_at"]))
+    return msg
+
+
+def approval_message(a: Approval) -> pb.Approval:
+    msg = pb.Approval(
+        approval_id=a.approval_id, status=APPROVAL_STATUSES[a.status], agent_id=a.agent_id, task_id=a.task_id,
+        tool=a.action_name, args=dict_to_struct(a.args), args_digest=a.args_digest,
+        principal=principal_message(a.principal), reason=a.reason, gate=a.gate, rule=a.rule,
+        risk_score=a.risk_score, risk_flags=list(a.risk_flags), risk_weights=dict(a.risk_weights),
+        policy_revision=a.policy_revision, decision_id=a.decision_id,
+        untrusted_input_source=a.untrusted_input_source, triggering_input=a.triggering_input,
+        declared_goal=a.declared_goal, history=[_history_call(h) for h in a.history],
+        created_at=timestamp(a.created_at), expires_at=timestamp(a.expires_at),
+        approver=principal_message(a.approver), comment=a.comment, version=a.version,
+        idempotency_key=a.idempotency_key,
+    )
+    if a.resolved_at is not None:
+        msg.resolved_at.CopyFrom(timestamp(a.resolved_at))
+    if a.result is not None:
+        msg.result.CopyFrom(execution_result_message(a.result))
+    return msg
+
+
+def execution_response(a: Approval) -> pb.GetExecutionResponse:
+    """What the agent sees of its escalated call (not the approver's identity)."""
+    msg = pb.GetExecutionResponse(status=APPROVAL_STATUSES[a.status], comment=a.comment,
+                                  expires_at=timestamp(a.expires_at), reason=a.reason)
+    if a.result is not None:
+        msg.result.CopyFrom(execution_result_message(a.result))
+    return msg

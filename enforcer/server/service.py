@@ -66,6 +66,35 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
             await abort(context, e)
         return convert.execute_response(result)
 
+    # -- escalated calls: where they stand ----------------------------------
+
+    async def GetExecution(self, request: pb.GetExecutionRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetExecutionResponse:
+        try:
+            a = await self._approval("GetExecution", request)
+        except AeclError as e:
+            await abort(context, e)
+        return convert.execution_response(a)
+
+    async def WaitForExecution(self, request: pb.WaitForExecutionRequest, context: grpc.aio.ServicerContext):
+        """The state now, then each change, until a final state or the
+        caller's deadline (which ends the stream: read again to go on)."""
+        try:
+            await self._approval("WaitForExecution", request)
+            async for a in self.pipeline.approvals.follow(request.approval_id):
+                yield pb.WaitForExecutionResponse(execution=convert.execution_response(a))
+        except AeclError as e:
+            await abort(context, e)
+
+    async def _approval(self, rpc: str, request):
+        try:
+            return await self.pipeline.approvals.execution(request.agent_id, request.task_id, request.approval_id)
+        except AeclError as e:
+            await self.pipeline.log_invalid(rpc, e, {"agent_id": request.agent_id, "task_id": request.task_id},
+                                            payload={"approval_id": request.approval_id[:256]},
+                                            principal=current_principal())
+            raise
+
     # -- discovery: reads of the policy in force --------------------------
     # They decide and change nothing, so an answer is not logged: it is a
     # function of the policy revision, whose every change is logged already

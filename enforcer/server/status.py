@@ -30,6 +30,7 @@ STATUS_TABLE: tuple[tuple[type[errors.AeclError], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.TaskOver, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ApprovalStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),  # SandboxBusy: retry later
     # Infrastructure down: the call did not happen, retry later.
     (errors.AuditUnavailable, grpc.StatusCode.UNAVAILABLE),

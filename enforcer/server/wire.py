@@ -37,7 +37,11 @@ METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "Execute": (pb.ExecuteRequest, pb.ExecuteResponse),
     "ListTools": (pb.ListToolsRequest, pb.ListToolsResponse),
     "GetAgentPermissions": (pb.GetAgentPermissionsRequest, pb.GetAgentPermissionsResponse),
+    "GetExecution": (pb.GetExecutionRequest, pb.GetExecutionResponse),
+    "WaitForExecution": (pb.WaitForExecutionRequest, pb.WaitForExecutionResponse),
 }
+# The methods whose responses are a server stream.
+STREAMING = frozenset({"WaitForExecution"})
 
 
 def decode(rpc: str, raw: bytes) -> Message:
@@ -59,8 +63,10 @@ def add_enforcer_service(server: grpc.aio.Server, service: Any,
     handlers; `on_undecodable(rpc, error, context, size)` logs and aborts."""
     handlers = {}
     for rpc, (_, response_type) in METHODS.items():
-        handlers[rpc] = grpc.unary_unary_rpc_method_handler(
-            _handler(rpc, getattr(service, rpc), on_undecodable),
+        make = grpc.unary_stream_rpc_method_handler if rpc in STREAMING else grpc.unary_unary_rpc_method_handler
+        wrap = _stream_handler if rpc in STREAMING else _handler
+        handlers[rpc] = make(
+            wrap(rpc, getattr(service, rpc), on_undecodable),
             request_deserializer=None,  # raw bytes: AECL decodes them
             response_serializer=response_type.SerializeToString,
         )
@@ -77,4 +83,19 @@ def _handler(rpc: str, method, on_undecodable):
             await on_undecodable(rpc, e, context, len(raw))
             raise AssertionError("unreachable: on_undecodable aborts")  # pragma: no cover
         return await method(request, context)
+    return handle
+
+
+def _stream_handler(rpc: str, method, on_undecodable):
+    async def handle(raw: bytes | Message, context: grpc.aio.ServicerContext):
+        if isinstance(raw, Message):
+            request = raw
+        else:
+            try:
+                request = decode(rpc, raw)
+            except InvalidRequest as e:
+                await on_undecodable(rpc, e, context, len(raw))
+                raise AssertionError("unreachable: on_undecodable aborts")  # pragma: no cover
+        async for response in method(request, context):
+            yield response
     return handle

@@ -24,8 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from enforcer.audit.records import Principal
 from enforcer.errors import StoreError
-from enforcer.state.store import Approval, Call, Claim, Outcome, Revocation, Task, check_owner
+from enforcer.state.store import (APPROVAL_TRANSITIONS, Approval, Call, Claim, Outcome, Revocation, Task,
+                                  check_owner)
 
 T = TypeVar("T")
 
@@ -47,7 +49,17 @@ CREATE TABLE IF NOT EXISTS approvals (
     action_name TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    agent_id TEXT NOT NULL DEFAULT '',
+    context TEXT NOT NULL DEFAULT '{}',
+    approver TEXT,
+    comment TEXT NOT NULL DEFAULT '',
+    resolved_at REAL,
+    result TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    updated_at REAL NOT NULL DEFAULT 0,
+    link_token_sha256 TEXT NOT NULL DEFAULT '',
+    link_token_used INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS revocations (
     target TEXT NOT NULL CHECK (target IN ('task', 'agent')),
@@ -72,11 +84,26 @@ CREATE TABLE IF NOT EXISTS calls (
 # COLUMN with a default, so existing rows read as before).
 _MIGRATIONS = (
     ("tasks", "declared_resources", "TEXT NOT NULL DEFAULT '[]'"),
+    ("approvals", "agent_id", "TEXT NOT NULL DEFAULT ''"),
+    ("approvals", "context", "TEXT NOT NULL DEFAULT '{}'"),
+    ("approvals", "approver", "TEXT"),
+    ("approvals", "comment", "TEXT NOT NULL DEFAULT ''"),
+    ("approvals", "resolved_at", "REAL"),
+    ("approvals", "result", "TEXT"),
+    ("approvals", "version", "INTEGER NOT NULL DEFAULT 1"),
+    ("approvals", "updated_at", "REAL NOT NULL DEFAULT 0"),
+    ("approvals", "link_token_sha256", "TEXT NOT NULL DEFAULT ''"),
+    ("approvals", "link_token_used", "INTEGER NOT NULL DEFAULT 0"),
 )
 _TASK_COLUMNS = ("task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far, "
                  "declared_resources")
 _CALL_COLUMNS = "task_id, seq, at, tool, outcome, amount, resource"
-_APPROVAL_COLUMNS = "approval_id, task_id, decision_id, action_name, created_at, expires_at, status"
+_APPROVAL_COLUMNS = ("approval_id, task_id, decision_id, action_name, created_at, expires_at, status, agent_id, "
+                     "context, approver, comment, resolved_at, result, version, updated_at")
+# The fixed part of an approval, kept as one JSON document (`context`).
+_APPROVAL_CONTEXT = ("args", "args_digest", "principal", "reason", "gate", "rule", "risk_score", "risk_flags",
+                     "risk_weights", "policy_revision", "untrusted_input_source", "triggering_input",
+                     "idempotency_key", "declared_goal", "history")
 
 
 class SqliteStateStore:
@@ -154,9 +181,30 @@ class SqliteStateStore:
         return _task(row) if row else None
 
     async def get_approval(self, approval_id: str) -> Approval | None:
-        row = self._read(lambda db: db.execute(
-            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone())
-        return Approval(*row) if row else None
+        return self._read(lambda db: _get_approval(db, approval_id))
+
+    async def list_approvals(self, *, status: str | None = None, agent_id: str | None = None,
+                             task_id: str | None = None, limit: int = 50,
+                             before: tuple[float, str] | None = None) -> list[Approval]:
+        where, params = [], []  # type: ignore[var-annotated]
+        for column, value in (("status", status), ("agent_id", agent_id), ("task_id", task_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND approval_id < ?))")
+            params += [before[0], before[0], before[1]]
+        sql = (f"SELECT {_APPROVAL_COLUMNS} FROM approvals {'WHERE ' + ' AND '.join(where) if where else ''} "
+               "ORDER BY created_at DESC, approval_id DESC LIMIT ?")
+        rows = self._read(lambda db: db.execute(sql, (*params, limit)).fetchall())
+        return [_approval(r) for r in rows]
+
+    async def approvals_with_status(self, statuses: tuple[str, ...]) -> list[Approval]:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE status IN ({marks}) "
+            "ORDER BY created_at, approval_id", statuses).fetchall())
+        return [_approval(r) for r in rows]
 
     async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
         return self._read(lambda db: _list_calls(db, task_id, limit))
@@ -265,11 +313,53 @@ class _SqliteTx:
     async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
         return await self._exec(lambda db: _list_calls(db, task_id, limit))
 
-    async def create_approval(self, approval: Approval) -> None:
+    async def create_approval(self, approval: Approval, *, link_token_sha256: str = "") -> None:
+        a = approval
         await self._exec(lambda db: db.execute(
-            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (approval.approval_id, approval.task_id, approval.decision_id, approval.action_name,
-             approval.created_at, approval.expires_at, approval.status)))
+            f"INSERT INTO approvals ({_APPROVAL_COLUMNS}, link_token_sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (a.approval_id, a.task_id, a.decision_id, a.action_name, a.created_at, a.expires_at, a.status,
+             a.agent_id, _context_json(a), _principal_json(a.approver), a.comment, a.resolved_at,
+             None if a.result is None else json.dumps(a.result, allow_nan=False), a.version,
+             a.updated_at, link_token_sha256)))
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        return await self._exec(lambda db: _get_approval(db, approval_id))
+
+    async def transition_approval(self, approval_id: str, *, expect: str, to: str, now: float,
+                                  approver: Principal | None = None, comment: str | None = None,
+                                  result: dict[str, Any] | None = None) -> Approval | None:
+        if to not in APPROVAL_TRANSITIONS.get(expect, ()):
+            raise ValueError(f"an approval cannot go from {expect} to {to}")
+        resolving = to in ("approved", "rejected")
+        sets = ["status = ?", "version = version + 1", "updated_at = ?"]
+        params: list[Any] = [to, now]
+        if resolving:
+            sets += ["approver = ?", "comment = ?", "resolved_at = ?"]
+            params += [_principal_json(approver), comment or "", now]
+        if result is not None:
+            sets.append("result = ?")
+            params.append(json.dumps(result, allow_nan=False))
+        sql = (f"UPDATE approvals SET {', '.join(sets)} WHERE approval_id = ? AND status = ? "
+               f"RETURNING {_APPROVAL_COLUMNS}")
+        row = await self._exec(lambda db: db.execute(sql, (*params, approval_id, expect)).fetchone())
+        return _approval(row) if row else None
+
+    async def expire_due_approvals(self, *, now: float, limit: int = 100) -> list[Approval]:
+        def expire(db: sqlite3.Connection) -> list[Approval]:
+            ids = [r[0] for r in db.execute(
+                "SELECT approval_id FROM approvals WHERE status = 'pending' AND expires_at <= ? "
+                "ORDER BY expires_at, approval_id LIMIT ?", (now, limit)).fetchall()]
+            return _move_all(db, ids, "pending", "expired", now)
+        return await self._exec(expire)
+
+    async def consume_link_token(self, approval_id: str, token_sha256: str, *, now: float) -> bool:
+        if not token_sha256:
+            return False
+        n = await self._exec(lambda db: db.execute(
+            "UPDATE approvals SET link_token_used = 1 WHERE approval_id = ? AND link_token_sha256 = ? "
+            "AND link_token_used = 0 AND expires_at > ?", (approval_id, token_sha256, now)).rowcount)
+        return n == 1
 
     async def revoke(self, revocation: Revocation) -> None:
         await self._exec(lambda db: db.execute(
@@ -294,13 +384,14 @@ class _SqliteTx:
             "SELECT task_id FROM tasks WHERE agent_id = ? ORDER BY started_at", (agent_id,)).fetchall())
         return [r[0] for r in rows]
 
-    async def cancel_pending_approvals(self, task_ids: list[str]) -> int:
-        def cancel(db: sqlite3.Connection) -> int:
-            n = 0
+    async def cancel_pending_approvals(self, task_ids: list[str], *, now: float = 0.0) -> list[Approval]:
+        def cancel(db: sqlite3.Connection) -> list[Approval]:
+            ids: list[str] = []
             for tid in task_ids:
-                n += db.execute("UPDATE approvals SET status = 'cancelled' WHERE task_id = ? AND status = 'pending'",
-                                (tid,)).rowcount
-            return n
+                ids += [r[0] for r in db.execute(
+                    "SELECT approval_id FROM approvals WHERE task_id = ? AND status = 'pending' "
+                    "ORDER BY created_at, approval_id", (tid,)).fetchall()]
+            return _move_all(db, ids, "pending", "cancelled", now)
         return await self._exec(cancel)
 
     async def commit(self) -> None:
@@ -353,6 +444,55 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+
+
+def _move_all(db: sqlite3.Connection, ids: list[str], expect: str, to: str, now: float) -> list[Approval]:
+    moved = []
+    for approval_id in ids:
+        row = db.execute(f"UPDATE approvals SET status = ?, version = version + 1, updated_at = ? "
+                         f"WHERE approval_id = ? AND status = ? RETURNING {_APPROVAL_COLUMNS}",
+                         (to, now, approval_id, expect)).fetchone()
+        if row is not None:
+            moved.append(_approval(row))
+    return moved
+
+
+def _get_approval(db: sqlite3.Connection, approval_id: str) -> Approval | None:
+    row = db.execute(f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE approval_id = ?", (approval_id,)).fetchone()
+    return _approval(row) if row else None
+
+
+def _principal_json(p: Principal | None) -> str | None:
+    return None if p is None else json.dumps(p.to_dict())
+
+
+def _principal(text: str | None) -> Principal | None:
+    return None if text is None else Principal(**json.loads(text))
+
+
+def _context_json(a: Approval) -> str:
+    doc = {name: getattr(a, name) for name in _APPROVAL_CONTEXT}
+    doc["principal"] = None if a.principal is None else a.principal.to_dict()
+    doc["risk_flags"] = list(a.risk_flags)
+    doc["history"] = list(a.history)
+    return json.dumps(doc, allow_nan=False, sort_keys=True)
+
+
+def _approval(row: tuple[Any, ...]) -> Approval:
+    (approval_id, task_id, decision_id, action_name, created_at, expires_at, status, agent_id, context,
+     approver, comment, resolved_at, result, version, updated_at) = row
+    ctx = json.loads(context or "{}")
+    fixed: dict[str, Any] = {name: ctx[name] for name in _APPROVAL_CONTEXT if name in ctx}
+    if "principal" in fixed:
+        fixed["principal"] = None if fixed["principal"] is None else Principal(**fixed["principal"])
+    if "risk_flags" in fixed:
+        fixed["risk_flags"] = tuple(fixed["risk_flags"])
+    if "history" in fixed:
+        fixed["history"] = tuple(fixed["history"])
+    return Approval(approval_id, task_id, decision_id, action_name, created_at, expires_at, status,
+                    agent_id=agent_id, approver=_principal(approver), comment=comment, resolved_at=resolved_at,
+                    result=None if result is None else json.loads(result), version=version,
+                    updated_at=updated_at, **fixed)
 
 
 def _list_calls(db: sqlite3.Connection, task_id: str, limit: int) -> list[Call]:

@@ -13,8 +13,11 @@ when that append fails:
   call claimed (budget)     the call's decision           the decision's append
   call recorded (history)   the call's decision           the decision's append (the claim's transaction)
   approval created          the escalating decision       the decision's append
+  approval transition       an `approval` entry           its append (a compare-and-swap on
+    (resolved, expired,       (hitl_approval_id set)        the status the entry names as `from`)
+     cancelled, executing,
+     executed, failed)
   (next issues)
-  approval resolved         approval_resolved             its append (a compare-and-swap)
   idempotency key claimed   the call's decision           the decision's append
   compensation registered   the call's decision           the decision's append
   task / agent revoked      revocation                    its append
@@ -32,14 +35,23 @@ history, and a Decide (dry run) reads only committed calls and adds none.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
+from enforcer.audit.records import Principal
 from enforcer.errors import NotFound, PermissionDenied
 
 Outcome = Literal["approve", "block", "escalate"]
 ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "cancelled",
                          "executing", "executed", "failed"]
+# Where an approval can go from each status; anything else is refused by the
+# compare-and-swap. Final statuses go nowhere.
+APPROVAL_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"approved", "rejected", "expired", "cancelled"}),
+    "approved": frozenset({"executing", "failed", "cancelled"}),
+    "executing": frozenset({"executed", "failed"}),
+}
+FINAL_APPROVAL_STATUSES = frozenset({"rejected", "expired", "cancelled", "executed", "failed"})
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,18 @@ class Call:
 
 @dataclass(frozen=True)
 class Approval:
+    """One escalated call waiting for (or past) a human decision. The part
+    up to `history` is fixed when the approval is created (the exact call
+    and why it escalated); the rest changes only by compare-and-swap
+    transitions, each bumping `version`.
+
+    `args_digest` is "sha256:<hex>" of the RFC 8785 form of `args`; the call
+    that runs is `action_name` with exactly `args`. `history` is the task's
+    calls before this one, as the policy saw them (task.history entries).
+    `result` is set once the approved call ran or could not run:
+    {"status", "output", "error", "sandbox_id", "output_truncated",
+    "decision", "event_id", "finished_at", "cause"}."""
+
     approval_id: str
     task_id: str
     decision_id: str
@@ -82,6 +106,33 @@ class Approval:
     created_at: float
     expires_at: float
     status: ApprovalStatus
+    agent_id: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    args_digest: str = ""
+    principal: Principal | None = None
+    reason: str = ""
+    gate: str = ""
+    rule: str = ""
+    risk_score: float = 0.0
+    risk_flags: tuple[str, ...] = ()
+    risk_weights: dict[str, float] = field(default_factory=dict)
+    policy_revision: str = ""
+    untrusted_input_source: bool = False
+    triggering_input: str = ""
+    idempotency_key: str = ""
+    declared_goal: str = ""
+    history: tuple[dict[str, Any], ...] = ()
+    # Changed by transitions:
+    approver: Principal | None = None
+    comment: str = ""
+    resolved_at: float | None = None
+    result: dict[str, Any] | None = None
+    version: int = 1
+    updated_at: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_APPROVAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -137,7 +188,34 @@ class StoreTx(Protocol):
         sees them (its own uncommitted ones too)."""
         ...
 
-    async def create_approval(self, approval: Approval) -> None: ...
+    async def create_approval(self, approval: Approval, *, link_token_sha256: str = "") -> None:
+        """A new approval (status pending, version 1). `link_token_sha256`:
+        the hash of the single-use token its notification links carry."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        """As this transaction sees it."""
+        ...
+
+    async def transition_approval(self, approval_id: str, *, expect: str, to: str, now: float,
+                                  approver: Principal | None = None, comment: str | None = None,
+                                  result: dict[str, Any] | None = None) -> Approval | None:
+        """The one compare-and-swap: `expect` -> `to` (a move listed in
+        APPROVAL_TRANSITIONS, ValueError otherwise), version + 1; `approver`,
+        `comment` and resolved_at=now are set on approved/rejected, `result`
+        when given. Returns the changed approval, or None when its status was
+        not `expect` (someone else moved it first): nothing changed."""
+        ...
+
+    async def expire_due_approvals(self, *, now: float, limit: int = 100) -> list[Approval]:
+        """Pending approvals whose expiry is at or before `now` become
+        expired (oldest expiry first, at most `limit`); returns them, changed."""
+        ...
+
+    async def consume_link_token(self, approval_id: str, token_sha256: str, *, now: float) -> bool:
+        """The approval's link token, used once: True the first time the
+        hash matches while the approval is unexpired, False ever after."""
+        ...
 
     async def revoke(self, revocation: Revocation) -> None:
         """Record a revocation; a later one of the same target moves its time
@@ -156,8 +234,8 @@ class StoreTx(Protocol):
         """Ids of every task of the agent, ended or not."""
         ...
 
-    async def cancel_pending_approvals(self, task_ids: list[str]) -> int:
-        """Pending approvals of these tasks become cancelled; returns how many."""
+    async def cancel_pending_approvals(self, task_ids: list[str], *, now: float = 0.0) -> list[Approval]:
+        """Pending approvals of these tasks become cancelled; returns them, changed."""
         ...
 
     async def commit(self) -> None: ...
@@ -176,6 +254,18 @@ class StateStore(Protocol):
     async def get_task(self, task_id: str) -> Task | None: ...
 
     async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def list_approvals(self, *, status: str | None = None, agent_id: str | None = None,
+                             task_id: str | None = None, limit: int = 50,
+                             before: tuple[float, str] | None = None) -> list[Approval]:
+        """Newest first (created_at, then approval_id, descending); `before`
+        = the (created_at, approval_id) of the last row of the previous page."""
+        ...
+
+    async def approvals_with_status(self, statuses: tuple[str, ...]) -> list[Approval]:
+        """Every approval in one of these statuses, oldest first (restart
+        recovery, the expiry sweeper, the console's queue)."""
+        ...
 
     async def list_calls(self, task_id: str, *, limit: int) -> list[Call]:
         """The task's last `limit` committed calls, oldest first."""

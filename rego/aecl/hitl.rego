@@ -46,3 +46,20 @@ rule := "hitl.route" if hitl.routes[input.action.name]
 else := "hitl.risk_floor" if risk.score > hitl.risk_floor
 
 else := "hitl.irreversible_uncompensated"
+
+# An approval in the input (the service running an approved call) counts
+# only for the call it was made for. The enforcer checks the exact
+# arguments (their digest) before it asks; this is the policy's own check.
+default approved := false
+
+approved if {
+	input.approval.status == "approved"
+	input.approval.tool == input.action.name
+	input.approval.approver.kind == "approver"
+}
+
+approved_reason := sprintf("approved by %s (approval %s), escalated first by %s", [
+	input.approval.approver.id,
+	input.approval.approval_id,
+	input.approval.rule,
+])

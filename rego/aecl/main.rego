@@ -12,6 +12,10 @@
 #   context_rules, hitl                     (escalate)
 #   extensions: any escalate                (escalate)
 #   risk                                    (escalate, else approve)
+# An approved call is decided again when the service runs it, with its
+# approval in input.approval: the approval turns an escalation (of any gate)
+# into an approval, never a block, so a block by the policy now in force
+# wins over an old approval (rule "hitl.approved").
 # An extension whose deny or escalate is not a set of strings blocks every
 # call (gate "extensions", rule "extensions.malformed"): a mistake in an
 # extension fails closed.
@@ -42,7 +46,23 @@ default decision := {
 	"approval_ttl_seconds": 0,
 }
 
-decision := result("block", "identity", identity.rule, identity.reason) if {
+decision := result("approve", "hitl", "hitl.approved", hitl.approved_reason) if {
+	verdict.outcome == "escalate"
+	hitl.approved
+} else := verdict
+
+default verdict := {
+	"outcome": "block",
+	"reason": "no rule of the policy produced a decision",
+	"risk_score": 1,
+	"gate": "default",
+	"rule": "default",
+	"risk_flags": [],
+	"risk_weights": {},
+	"approval_ttl_seconds": 0,
+}
+
+verdict := result("block", "identity", identity.rule, identity.reason) if {
 	not identity.allow
 } else := result("block", "allowlist", allowlist.rule, allowlist.reason) if {
 	not allowlist.allow

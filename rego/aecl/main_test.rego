@@ -341,3 +341,57 @@ test_deny_tool_whose_connector_scope_the_agent_lacks if {
 		with data.aecl.extensions as no_extensions
 	ok.outcome == "approve"
 }
+
+# -- an approved call, decided again when the service runs it ----------------
+
+approval := {
+	"approval_id": "apr_1", "status": "approved", "tool": "transfer_funds",
+	"approver": {"kind": "approver", "id": "alice"}, "rule": "context_rules.requires_human_approval",
+}
+
+approved_transfer := object.union(
+	call("finance_agent_v2", "transfer_funds", transfer_tool, {"amount": 100000}, true, 1),
+	{"approval": approval},
+)
+
+test_allow_an_approved_escalation_when_the_service_runs_it if {
+	d := main.decision with input as approved_transfer
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "approve"
+	d.gate == "hitl"
+	d.rule == "hitl.approved"
+	d.reason == "approved by alice (approval apr_1), escalated first by context_rules.requires_human_approval"
+}
+
+test_deny_a_block_wins_over_an_approval if {
+	d := main.decision with input as object.union(approved_transfer, {"task": {"calls_so_far": 50}})
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.gate == "limits"
+}
+
+test_escalate_still_when_the_approval_is_for_another_tool if {
+	other := object.union(approval, {"tool": "deploy_to_production"})
+	d := main.decision with input as object.union(approved_transfer, {"approval": other})
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "escalate"
+}
+
+test_escalate_still_when_the_approval_is_not_by_an_approver if {
+	by_agent := object.union(approval, {"approver": {"kind": "agent", "id": "finance_agent_v2"}})
+	d := main.decision with input as object.union(approved_transfer, {"approval": by_agent})
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "escalate"
+}
+
+test_escalate_still_while_the_approval_is_pending if {
+	pending := object.union(approval, {"status": "pending"})
+	d := main.decision with input as object.union(approved_transfer, {"approval": pending})
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "escalate"
+}

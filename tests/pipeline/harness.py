@@ -149,6 +149,12 @@ class FaultyStore:
     async def get_approval(self, approval_id):
         return await self.store.get_approval(approval_id)
 
+    async def list_approvals(self, **kw):
+        return await self.store.list_approvals(**kw)
+
+    async def approvals_with_status(self, statuses):
+        return await self.store.approvals_with_status(statuses)
+
     async def list_calls(self, task_id, *, limit):
         if "list_calls" in self.fail:
             raise StoreError("injected failure of list_calls")

@@ -56,9 +56,10 @@ class ReflectionClient:
 def test_reflection_lists_the_services(service):
     client = ReflectionClient(service.channel)
     names = set(client.db.get_services())
-    assert {SERVICE, "grpc.health.v1.Health"} <= names
+    assert {SERVICE, "aecl.v1.ApprovalService", "grpc.health.v1.Health"} <= names
     assert [m.name for m in client.service.methods] == [
-        "StartTask", "RenewTaskToken", "Decide", "Execute", "ListTools", "GetAgentPermissions"]
+        "StartTask", "RenewTaskToken", "Decide", "Execute", "ListTools", "GetAgentPermissions", "GetExecution",
+        "WaitForExecution"]
     start = client.service.FindMethodByName("StartTask")
     assert "credential" in start.input_type.fields_by_name and "token" in start.output_type.fields_by_name
 

@@ -26,6 +26,8 @@ EXPECTED = {
     errors.NotAuthorised: S.PERMISSION_DENIED,
     errors.Unauthenticated: S.UNAUTHENTICATED,
     errors.TaskOver: S.FAILED_PRECONDITION,
+    errors.ApprovalStateError: S.FAILED_PRECONDITION,
+    errors.WatcherLagged: S.RESOURCE_EXHAUSTED,
     errors.ResourceExhausted: S.RESOURCE_EXHAUSTED,
     errors.SandboxBusy: S.RESOURCE_EXHAUSTED,
     errors.PolicyError: S.INTERNAL,
@@ -45,6 +47,8 @@ EXPECTED = {
 def make(cls: type[errors.AeclError]) -> errors.AeclError:
     if issubclass(cls, errors.InvalidRequest):
         return cls("call.args.amount", "must be a number")
+    if issubclass(cls, errors.ApprovalStateError):
+        return cls("expired", "approval apr_1 expired")
     if issubclass(cls, (errors.Unauthenticated, errors.NotAuthorised)):
         return cls("expired", "the task token expired")
     if issubclass(cls, errors.VerificationError):

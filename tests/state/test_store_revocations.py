@@ -208,16 +208,16 @@ def test_cancel_pending_approvals_touches_only_pending_ones_of_the_named_tasks(s
                      approval("apr_done", "tsk_1", "approved"), approval("apr_run", "tsk_2", "executing"),
                      approval("apr_3", "tsk_2"), approval("apr_other", "tsk_3")])
         async with store.transaction() as tx:
-            assert await tx.cancel_pending_approvals(["tsk_1", "tsk_2"]) == 3
+            assert len(await tx.cancel_pending_approvals(["tsk_1", "tsk_2"])) == 3
             await tx.commit()
         status = {a: (await store.get_approval(a)).status
                   for a in ("apr_1", "apr_2", "apr_done", "apr_run", "apr_3", "apr_other")}
         assert status == {"apr_1": "cancelled", "apr_2": "cancelled", "apr_done": "approved",
                           "apr_run": "executing", "apr_3": "cancelled", "apr_other": "pending"}
         async with store.transaction() as tx:  # a second time: nothing left pending
-            assert await tx.cancel_pending_approvals(["tsk_1", "tsk_2"]) == 0
-            assert await tx.cancel_pending_approvals([]) == 0
-            assert await tx.cancel_pending_approvals(["tsk_missing"]) == 0
+            assert await tx.cancel_pending_approvals(["tsk_1", "tsk_2"]) == []
+            assert await tx.cancel_pending_approvals([]) == []
+            assert await tx.cancel_pending_approvals(["tsk_missing"]) == []
     run(go())
 
 
@@ -225,7 +225,7 @@ def test_cancelled_approvals_are_invisible_before_commit_and_undone_by_rollback(
     async def go():
         await setup(store, [task("tsk_1")], [approval("apr_1", "tsk_1")])
         async with store.transaction() as tx:
-            assert await tx.cancel_pending_approvals(["tsk_1"]) == 1
+            assert [a.approval_id for a in await tx.cancel_pending_approvals(["tsk_1"])] == ["apr_1"]
             assert (await store.get_approval("apr_1")).status == "pending"
             await tx.rollback()
         assert (await store.get_approval("apr_1")).status == "pending"
@@ -257,7 +257,7 @@ def test_a_whole_agent_revocation_commits_together_or_not_at_all(store):
         async with store.transaction() as tx:
             tasks, cancelled = await body(tx, now)
             await tx.commit()
-        assert tasks == ["tsk_1", "tsk_2"] and cancelled == 1
+        assert tasks == ["tsk_1", "tsk_2"] and [a.approval_id for a in cancelled] == ["apr_1"]
         assert await store.list_revocations() == [Revocation("agent", "agent_a", now, "compromised")]
         assert [(await store.get_task(t)).expires_at for t in ("tsk_1", "tsk_2", "tsk_b")] == [now, now, T + 1200]
         assert (await store.get_approval("apr_1")).status == "cancelled"

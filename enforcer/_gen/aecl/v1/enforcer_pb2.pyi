@@ -31,6 +31,24 @@ class ToolAccess(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOOL_ACCESS_UNSPECIFIED: _ClassVar[ToolAccess]
     TOOL_ACCESS_READ: _ClassVar[ToolAccess]
     TOOL_ACCESS_WRITE: _ClassVar[ToolAccess]
+
+class ApprovalStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    APPROVAL_STATUS_UNSPECIFIED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_PENDING: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_APPROVED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_REJECTED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_EXPIRED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_CANCELLED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_EXECUTING: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_EXECUTED: _ClassVar[ApprovalStatus]
+    APPROVAL_STATUS_FAILED: _ClassVar[ApprovalStatus]
+
+class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLUTION_UNSPECIFIED: _ClassVar[Resolution]
+    RESOLUTION_APPROVE: _ClassVar[Resolution]
+    RESOLUTION_REJECT: _ClassVar[Resolution]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_APPROVE: Outcome
 OUTCOME_BLOCK: Outcome
@@ -43,6 +61,18 @@ EXECUTION_STATUS_FAILED: ExecutionStatus
 TOOL_ACCESS_UNSPECIFIED: ToolAccess
 TOOL_ACCESS_READ: ToolAccess
 TOOL_ACCESS_WRITE: ToolAccess
+APPROVAL_STATUS_UNSPECIFIED: ApprovalStatus
+APPROVAL_STATUS_PENDING: ApprovalStatus
+APPROVAL_STATUS_APPROVED: ApprovalStatus
+APPROVAL_STATUS_REJECTED: ApprovalStatus
+APPROVAL_STATUS_EXPIRED: ApprovalStatus
+APPROVAL_STATUS_CANCELLED: ApprovalStatus
+APPROVAL_STATUS_EXECUTING: ApprovalStatus
+APPROVAL_STATUS_EXECUTED: ApprovalStatus
+APPROVAL_STATUS_FAILED: ApprovalStatus
+RESOLUTION_UNSPECIFIED: Resolution
+RESOLUTION_APPROVE: Resolution
+RESOLUTION_REJECT: Resolution
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential", "declared_resources")
@@ -158,18 +188,20 @@ class DecideResponse(_message.Message):
     def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("task_id", "agent_id", "call", "context", "idempotency_key")
+    __slots__ = ("task_id", "agent_id", "call", "context", "idempotency_key", "approval_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     agent_id: str
     call: ToolCall
     context: CallContext
     idempotency_key: str
-    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., call: _Optional[_Union[ToolCall, _Mapping]] = ..., context: _Optional[_Union[CallContext, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    approval_id: str
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., call: _Optional[_Union[ToolCall, _Mapping]] = ..., context: _Optional[_Union[CallContext, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("decision", "status", "output", "error", "approval_id", "event_id", "sandbox_id", "output_truncated")
@@ -325,3 +357,220 @@ class GetPolicyStatusResponse(_message.Message):
     last_reload: ReloadPolicyResponse
     last_reload_at: _timestamp_pb2.Timestamp
     def __init__(self, policy_revision: _Optional[str] = ..., engine: _Optional[str] = ..., shadow_all: _Optional[bool] = ..., shadow_agents: _Optional[_Iterable[str]] = ..., last_reload: _Optional[_Union[ReloadPolicyResponse, _Mapping]] = ..., last_reload_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Principal(_message.Message):
+    __slots__ = ("kind", "id", "key_id", "cert_fingerprint")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CERT_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    id: str
+    key_id: str
+    cert_fingerprint: str
+    def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ..., key_id: _Optional[str] = ..., cert_fingerprint: _Optional[str] = ...) -> None: ...
+
+class HistoryCall(_message.Message):
+    __slots__ = ("tool", "outcome", "amount", "resource", "at")
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    outcome: str
+    amount: _struct_pb2.Value
+    resource: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, tool: _Optional[str] = ..., outcome: _Optional[str] = ..., amount: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., resource: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExecutionResult(_message.Message):
+    __slots__ = ("status", "output", "error", "sandbox_id", "output_truncated", "decision", "event_id", "finished_at")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    status: ExecutionStatus
+    output: _struct_pb2.Struct
+    error: str
+    sandbox_id: str
+    output_truncated: bool
+    decision: Decision
+    event_id: str
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., event_id: _Optional[str] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Approval(_message.Message):
+    __slots__ = ("approval_id", "status", "agent_id", "task_id", "tool", "args", "args_digest", "principal", "reason", "gate", "rule", "risk_score", "risk_flags", "risk_weights", "policy_revision", "decision_id", "untrusted_input_source", "triggering_input", "declared_goal", "history", "created_at", "expires_at", "approver", "comment", "resolved_at", "result", "version", "idempotency_key")
+    class RiskWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    ARGS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    RISK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RISK_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    RISK_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_REVISION_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    UNTRUSTED_INPUT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERING_INPUT_FIELD_NUMBER: _ClassVar[int]
+    DECLARED_GOAL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    APPROVER_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    status: ApprovalStatus
+    agent_id: str
+    task_id: str
+    tool: str
+    args: _struct_pb2.Struct
+    args_digest: str
+    principal: Principal
+    reason: str
+    gate: str
+    rule: str
+    risk_score: float
+    risk_flags: _containers.RepeatedScalarFieldContainer[str]
+    risk_weights: _containers.ScalarMap[str, float]
+    policy_revision: str
+    decision_id: str
+    untrusted_input_source: bool
+    triggering_input: str
+    declared_goal: str
+    history: _containers.RepeatedCompositeFieldContainer[HistoryCall]
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    approver: Principal
+    comment: str
+    resolved_at: _timestamp_pb2.Timestamp
+    result: ExecutionResult
+    version: int
+    idempotency_key: str
+    def __init__(self, approval_id: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., tool: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., args_digest: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., reason: _Optional[str] = ..., gate: _Optional[str] = ..., rule: _Optional[str] = ..., risk_score: _Optional[float] = ..., risk_flags: _Optional[_Iterable[str]] = ..., risk_weights: _Optional[_Mapping[str, float]] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., untrusted_input_source: _Optional[bool] = ..., triggering_input: _Optional[str] = ..., declared_goal: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryCall, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approver: _Optional[_Union[Principal, _Mapping]] = ..., comment: _Optional[str] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., version: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ListApprovalsRequest(_message.Message):
+    __slots__ = ("status", "agent_id", "task_id", "page_size", "page_token")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    status: ApprovalStatus
+    agent_id: str
+    task_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, status: _Optional[_Union[ApprovalStatus, str]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListApprovalsResponse(_message.Message):
+    __slots__ = ("approvals", "next_page_token")
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    approvals: _containers.RepeatedCompositeFieldContainer[Approval]
+    next_page_token: str
+    def __init__(self, approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetApprovalRequest(_message.Message):
+    __slots__ = ("approval_id",)
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    def __init__(self, approval_id: _Optional[str] = ...) -> None: ...
+
+class GetApprovalResponse(_message.Message):
+    __slots__ = ("approval",)
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
+
+class ResolveApprovalRequest(_message.Message):
+    __slots__ = ("approval_id", "resolution", "comment")
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    resolution: Resolution
+    comment: str
+    def __init__(self, approval_id: _Optional[str] = ..., resolution: _Optional[_Union[Resolution, str]] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class ResolveApprovalResponse(_message.Message):
+    __slots__ = ("approval", "event_id")
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    event_id: str
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class WatchApprovalsRequest(_message.Message):
+    __slots__ = ("include_pending",)
+    INCLUDE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    include_pending: bool
+    def __init__(self, include_pending: _Optional[bool] = ...) -> None: ...
+
+class WatchApprovalsResponse(_message.Message):
+    __slots__ = ("approval",)
+    APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    approval: Approval
+    def __init__(self, approval: _Optional[_Union[Approval, _Mapping]] = ...) -> None: ...
+
+class GetExecutionRequest(_message.Message):
+    __slots__ = ("agent_id", "task_id", "approval_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    task_id: str
+    approval_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
+
+class GetExecutionResponse(_message.Message):
+    __slots__ = ("status", "result", "comment", "expires_at", "reason")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    status: ApprovalStatus
+    result: ExecutionResult
+    comment: str
+    expires_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, status: _Optional[_Union[ApprovalStatus, str]] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., comment: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WaitForExecutionRequest(_message.Message):
+    __slots__ = ("agent_id", "task_id", "approval_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    task_id: str
+    approval_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
+
+class WaitForExecutionResponse(_message.Message):
+    __slots__ = ("execution",)
+    EXECUTION_FIELD_NUMBER: _ClassVar[int]
+    execution: GetExecutionResponse
+    def __init__(self, execution: _Optional[_Union[GetExecutionResponse, _Mapping]] = ...) -> None: ...

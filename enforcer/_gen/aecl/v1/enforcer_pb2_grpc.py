@@ -69,6 +69,16 @@ class EnforcerServiceStub:
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.SerializeToString,
                 response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.FromString,
                 _registered_method=True)
+        self.GetExecution = channel.unary_unary(
+                '/aecl.v1.EnforcerService/GetExecution',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetExecutionRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetExecutionResponse.FromString,
+                _registered_method=True)
+        self.WaitForExecution = channel.unary_stream(
+                '/aecl.v1.EnforcerService/WaitForExecution',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class EnforcerServiceServicer:
@@ -134,6 +144,25 @@ class EnforcerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExecution(self, request, context):
+        """GetExecution returns where an escalated call of the agent's task stands:
+        waiting for a human, approved and running, its final result once run,
+        or its rejection, expiry or cancellation. The task token must be the
+        approval's task's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForExecution(self, request, context):
+        """WaitForExecution streams the same answer each time the approval
+        changes, starting with its state now, and ends after a final state
+        (executed, failed, rejected, expired, cancelled) or at the deadline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnforcerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +195,16 @@ def add_EnforcerServiceServicer_to_server(servicer, server):
                     servicer.GetAgentPermissions,
                     request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.FromString,
                     response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.SerializeToString,
+            ),
+            'GetExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecution,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetExecutionRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetExecutionResponse.SerializeToString,
+            ),
+            'WaitForExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.WaitForExecution,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -335,6 +374,60 @@ class EnforcerService:
             '/aecl.v1.EnforcerService/GetAgentPermissions',
             aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.GetAgentPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/GetExecution',
+            aecl_dot_v1_dot_enforcer__pb2.GetExecutionRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.GetExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/WaitForExecution',
+            aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -557,6 +650,237 @@ class AdminService:
             '/aecl.v1.AdminService/RevokeAgent',
             aecl_dot_v1_dot_enforcer__pb2.RevokeAgentRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.RevokeAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ApprovalServiceStub:
+    """ApprovalService is for people (and their bots): the queue of escalated
+    calls, each with the context a human needs to decide, and the one way to
+    decide it. Every RPC needs an approver's credential (`authorization:
+    Bearer <approver API key>`, or an approver's client certificate); an
+    agent's token or key is PERMISSION_DENIED. The approver is the
+    credential's principal, never a field of the request.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListApprovals = channel.unary_unary(
+                '/aecl.v1.ApprovalService/ListApprovals',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.ListApprovalsResponse.FromString,
+                _registered_method=True)
+        self.GetApproval = channel.unary_unary(
+                '/aecl.v1.ApprovalService/GetApproval',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.GetApprovalRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetApprovalResponse.FromString,
+                _registered_method=True)
+        self.ResolveApproval = channel.unary_unary(
+                '/aecl.v1.ApprovalService/ResolveApproval',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalResponse.FromString,
+                _registered_method=True)
+        self.WatchApprovals = channel.unary_stream(
+                '/aecl.v1.ApprovalService/WatchApprovals',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsResponse.FromString,
+                _registered_method=True)
+
+
+class ApprovalServiceServicer:
+    """ApprovalService is for people (and their bots): the queue of escalated
+    calls, each with the context a human needs to decide, and the one way to
+    decide it. Every RPC needs an approver's credential (`authorization:
+    Bearer <approver API key>`, or an approver's client certificate); an
+    agent's token or key is PERMISSION_DENIED. The approver is the
+    credential's principal, never a field of the request.
+    """
+
+    def ListApprovals(self, request, context):
+        """ListApprovals pages through approvals, newest first, filtered by
+        status, agent and task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApproval(self, request, context):
+        """GetApproval returns one approval with its full context.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveApproval(self, request, context):
+        """ResolveApproval approves or rejects a pending approval. Expiry is
+        checked on the service's clock; an approval resolved already, expired
+        or cancelled is FAILED_PRECONDITION; an approver who also runs the
+        task's agent is PERMISSION_DENIED. An approved call then runs once,
+        after the policy in force is evaluated again with the approval in its
+        input (a block by the policy now wins).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchApprovals(self, request, context):
+        """WatchApprovals streams every change of an approval (created, resolved,
+        expired, cancelled, executing, executed, failed) as it is committed,
+        first the pending ones when `include_pending` is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ApprovalServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.ListApprovalsResponse.SerializeToString,
+            ),
+            'GetApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApproval,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.GetApprovalRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.GetApprovalResponse.SerializeToString,
+            ),
+            'ResolveApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveApproval,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalResponse.SerializeToString,
+            ),
+            'WatchApprovals': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchApprovals,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'aecl.v1.ApprovalService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('aecl.v1.ApprovalService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ApprovalService:
+    """ApprovalService is for people (and their bots): the queue of escalated
+    calls, each with the context a human needs to decide, and the one way to
+    decide it. Every RPC needs an approver's credential (`authorization:
+    Bearer <approver API key>`, or an approver's client certificate); an
+    agent's token or key is PERMISSION_DENIED. The approver is the
+    credential's principal, never a field of the request.
+    """
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.ApprovalService/ListApprovals',
+            aecl_dot_v1_dot_enforcer__pb2.ListApprovalsRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.ListApprovalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.ApprovalService/GetApproval',
+            aecl_dot_v1_dot_enforcer__pb2.GetApprovalRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.GetApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.ApprovalService/ResolveApproval',
+            aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.ResolveApprovalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/aecl.v1.ApprovalService/WatchApprovals',
+            aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.WatchApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
