@@ -520,7 +520,8 @@ class Approvals:
 
 def approval_json(a: Approval) -> dict[str, Any]:
     """The one JSON view of an approval (webhook payloads, the console, the
-    CLI's --json): every field, times as RFC 3339. Values from the agent
+    CLI's --json): every field; created/expires/resolved as RFC 3339, the history's
+    `at` and the result's `finished_at` as stored (epoch seconds). Values from the agent
     (args, triggering_input) are data: whoever renders them escapes them."""
     def principal(p: Principal | None) -> dict[str, Any] | None:
         return None if p is None else p.to_dict()

@@ -218,6 +218,7 @@ async def serve(
         raise ConfigError(problem)
     components = build_components(config, load_config, config_path)
     await components.pipeline.load_revocations()
+    console = notifier = None
     try:
         # Every listener is bound before any serves, so a busy port is one
         # clear error and nothing half-started is left behind.
@@ -233,22 +234,24 @@ async def serve(
             metrics_url = f"http://{config.metrics.listen.rpartition(':')[0] or '127.0.0.1'}:{mport}/metrics"
             log.info("Prometheus metrics on %s", metrics_url)
         server, port = create_server(components, config, config_path=config_path)
-        console = None
         if config.console.listen is not None:
             from enforcer.console.server import ConsoleServer  # the web front end: only when configured
             console = ConsoleServer(config, components.pipeline, components.authenticator)
             await console.start()
+        if config.approvals.webhooks:
+            from enforcer.notify.webhook import WebhookNotifier
+            notifier = WebhookNotifier(
+                config.approvals.webhooks, components.pipeline.journal,
+                console_url=config.console.public_url or (console.url if console is not None else None),
+                policy_revision=lambda: components.policy.current.revision,
+                clock=lambda: components.pipeline.clock(),  # the clock expiry is judged on
+                principal=components.pipeline.service_principal)
+            components.pipeline.approvals.on_created.append(notifier.notify)
     except ConfigError:
+        if console is not None:
+            await console.stop()
         components.close()
         raise
-    notifier = None
-    if config.approvals.webhooks:
-        from enforcer.notify.webhook import WebhookNotifier
-        notifier = WebhookNotifier(
-            config.approvals.webhooks, components.pipeline.journal,
-            console_url=config.console.public_url or (console.url if console is not None else None),
-            policy_revision=lambda: components.policy.current.revision)
-        components.pipeline.approvals.on_created.append(notifier.notify)
     await server.start()
     health_servicer = server._aecl_health  # type: ignore[attr-defined]
     service_health = Health(health_servicer, ("", SERVICE_NAME))
