@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=10, help="seconds to wait for the service (default %(default)s)")
     ap.add_argument("--key-file", default=str(KEY_FILE),
                     help="the agent's API key, one line (default %(default)s, made by `make run`)")
+    ap.add_argument("--approver-key-file", default=None,
+                    help="the approver's API key, one line (default: approver.key beside --key-file, "
+                         "made by `make run`)")
     ap.add_argument("--world", default=str(WORLD_FILE),
                     help="the example world's addresses, to show what changed there (default %(default)s)")
     opts = ap.parse_args(argv)
@@ -153,12 +156,18 @@ def main(argv=None) -> int:
                                             call=call("read_invoice", {"invoice_id": "INV-1001"})),
                            metadata=(("authorization", f"Bearer {bad}"),))
 
+    escalated: dict[str, str] = {}
+
+    def transfer():
+        resp = execute("transfer_funds", {"vendor": "V-221", "amount": 100000}, untrusted)()
+        escalated["approval_id"] = resp.approval_id
+        return resp
+
     steps = [
         ("Execute read_invoice INV-1001 (the agent's real job)",
          execute("read_invoice", {"invoice_id": "INV-1001"}), "APPROVE", "SUCCEEDED", None),
         ("Execute transfer_funds 100000 to vendor V-221, prompted by the email",
-         execute("transfer_funds", {"vendor": "V-221", "amount": 100000}, untrusted),
-         "ESCALATE", "PENDING_APPROVAL", None),
+         transfer, "ESCALATE", "PENDING_APPROVAL", None),
         ("Execute delete_record INV-1002",
          execute("delete_record", {"record_id": "INV-1002"}, untrusted), "BLOCK", "BLOCKED", None),
         ("Execute bulk_export vendors",
@@ -216,6 +225,10 @@ def main(argv=None) -> int:
             print(f"    {problem}")
         if problem:
             diverged.append(problem)
+    problem = approval_loop(channel, stub, task, bearer, escalated.get("approval_id", ""),
+                            opts.approver_key_file or str(Path(opts.key_file).with_name("approver.key")))
+    if problem:
+        diverged.append(problem)
     channel.close()
     show_world(opts.world)
 
@@ -228,8 +241,46 @@ def main(argv=None) -> int:
         for p in diverged:
             print(f"  - {p}")
         return 1
-    title(f"RESULT: all {len(steps)} steps decided as expected")
+    title(f"RESULT: all {len(steps)} steps decided as expected, and the approved transfer ran once")
     return 0
+
+
+def approval_loop(channel, stub, task: str, bearer, approval_id: str, approver_key_file: str) -> str | None:
+    """The escalated transfer: an approver reads its context and approves;
+    the service runs it once; the agent's WaitForExecution gets the output.
+    Returns a divergence text, or None."""
+    title("The approval loop: a human decides, the service runs the call once")
+    if not approval_id:
+        return "approval loop: the transfer was not escalated, nothing to approve"
+    try:
+        approver = Path(approver_key_file).read_text().strip()
+    except OSError as e:
+        return f"approval loop: no approver key at {approver_key_file} ({e.strerror}); `make run` creates it"
+    approvals = pb_grpc.ApprovalServiceStub(channel)
+    as_approver = (("authorization", f"Bearer {approver}"),)
+    try:
+        a = approvals.GetApproval(pb.GetApprovalRequest(approval_id=approval_id), metadata=as_approver).approval
+        print(f"The approver (console: http://127.0.0.1:8080, or `aecl approvals show {approval_id}`) sees:")
+        print(f"    call    : {a.tool}({json.dumps(json_format.MessageToDict(a.args), sort_keys=True)})")
+        print(f"    why     : {a.reason} (risk {a.risk_score:.2f}; flags {', '.join(a.risk_flags)})")
+        print(f"    input   : {a.triggering_input!r} (untrusted)")
+        resolved = approvals.ResolveApproval(pb.ResolveApprovalRequest(
+            approval_id=approval_id, resolution=pb.RESOLUTION_APPROVE,
+            comment="invoice and new bank details confirmed by phone"), metadata=as_approver)
+        print(f"    approved by {resolved.approval.approver.id}; audit entry {resolved.event_id}")
+        last = None
+        for m in stub.WaitForExecution(pb.WaitForExecutionRequest(agent_id=AGENT, task_id=task,
+                                                                  approval_id=approval_id),
+                                       metadata=bearer, timeout=60):
+            last = m.execution
+            print(f"    agent's WaitForExecution: {pb.ApprovalStatus.Name(last.status).removeprefix('APPROVAL_STATUS_')}")
+    except grpc.RpcError as e:
+        return f"approval loop: RPC failed: {e.code().name} {e.details()}"
+    if last is None or last.status != pb.APPROVAL_STATUS_EXECUTED:
+        return f"approval loop: the transfer ended {last and pb.ApprovalStatus.Name(last.status)}, expected EXECUTED" \
+            + (f" ({last.result.error})" if last is not None and last.result.error else "")
+    print(f"    output  : {json.dumps(json_format.MessageToDict(last.result.output), sort_keys=True)}")
+    return None
 
 
 def show_world(world_file: str) -> None:

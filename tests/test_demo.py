@@ -27,6 +27,9 @@ def test_demo_plays_the_whole_story(tmp_path):
         world.stop()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PENDING_APPROVAL" in r.stdout and "BLOCK" in r.stdout
+    # The escalated transfer: approved by the approver, run once, its output back to the agent.
+    assert "approved by approver" in r.stdout and "agent's WaitForExecution: EXECUTED" in r.stdout
+    assert '"transfer_id"' in r.stdout
     assert "SUCCEEDED" in r.stdout
     assert "PERMISSION_DENIED" in r.stdout and "UNAUTHENTICATED" in r.stdout
     # Both refusals are in the log; the key is not.
