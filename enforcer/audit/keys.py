@@ -53,16 +53,41 @@ def generate_keypair(directory: Path, *, overwrite: bool = False) -> tuple[Path,
     return private_path, public_path
 
 
+def require_private(
+    path: Path,
+    st: os.stat_result,
+    what: str,
+    *,
+    error: type[Exception],
+    regular: bool = True,
+    subject: str | None = None,
+    too_open: str = "is accessible by group or others (mode {mode}); run `chmod 600` on it",
+) -> None:
+    """Raise `error` unless `st` (of `path`) is a file only its owner can
+    reach: no group or other bits (0600 or stricter) and, when `regular`, a
+    regular file. The one rule for every secret the service reads (this
+    signing key, the token key, connector credentials, webhook secrets).
+
+    Refusing symlinks is the caller's part: open with O_NOFOLLOW and pass
+    os.fstat of that descriptor. Messages read "<subject> is not a regular
+    file" and "<subject> <too_open>", where `subject` defaults to
+    "<path>: <what>" and `too_open` is formatted with the octal `mode`."""
+    if subject is None:
+        subject = f"{path}: {what}"
+    if regular and not stat.S_ISREG(st.st_mode):
+        raise error(f"{subject} is not a regular file")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"{subject} " + too_open.format(mode=f"{stat.S_IMODE(st.st_mode):04o}"))
+
+
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         st = path.stat()
     except OSError as e:
         raise SigningKeyError(f"{path}: signing key not readable: {e.strerror} (create one with `aecl keygen`)") from e
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SigningKeyError(
-            f"{path}: signing key is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            "run `chmod 600` on it"
-        )
+    # regular=False: this path is stat()ed (symlinks followed), and a
+    # non-regular file has always been left to fail at read time.
+    require_private(path, st, "signing key", error=SigningKeyError, regular=False)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as e:

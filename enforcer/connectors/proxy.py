@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import ssl
-import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from enforcer.audit.keys import require_private
 from enforcer.connectors.http import (
     HOP_BY_HOP,
     STREAM_LIMIT,
@@ -122,12 +122,9 @@ def _read_secret(name: str, cred: Any) -> str:
         except OSError as e:
             raise ConfigError(f"connector {name}: cannot read credential file {path}: {e.strerror}") from e
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"connector {name}: credential file {path} is not a regular file")
-            if st.st_mode & 0o077:
-                raise ConfigError(f"connector {name}: credential file {path} has mode "
-                                  f"{stat.S_IMODE(st.st_mode):04o}: it must be 0600 or stricter")
+            require_private(path, os.fstat(fd), "credential file", error=ConfigError,
+                            subject=f"connector {name}: credential file {path}",
+                            too_open="has mode {mode}: it must be 0600 or stricter")
             with os.fdopen(fd, "rb", closefd=False) as f:
                 raw = f.read(64 << 10)
         finally:

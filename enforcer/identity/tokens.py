@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pyseto.exceptions import PysetoError, VerifyError
 
+from enforcer.audit.keys import require_private
 from enforcer.errors import ConfigError, Unauthenticated
 
 HEADER = "v4.public."
@@ -125,9 +125,7 @@ def load_token_key(path: Path) -> Ed25519PrivateKey:
         st = path.stat()
     except OSError as e:
         raise ConfigError(f"{path}: token signing key not readable: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: token signing key is accessible by group or others "
-                          f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600` on it")
+    require_private(path, st, "token signing key", error=ConfigError, regular=False)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as e:

@@ -9,23 +9,12 @@ stricter, and not empty.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
+from enforcer.audit.keys import require_private
 from enforcer.errors import ConfigError
 
 MAX_SECRET_BYTES = 4096
-
-
-def require_private(path: Path, st: os.stat_result, what: str) -> None:
-    """ConfigError unless `st` (of `path`) is a regular file only its owner
-    can read. The same rule as enforcer.audit.keys.load_signing_key (see the
-    report: it belongs there, shared, once extracted)."""
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path}: {what} is not a regular file")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: {what} is accessible by group or others "
-                          f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600` on it")
 
 
 def load_secret(path: Path) -> bytes:
@@ -37,7 +26,7 @@ def load_secret(path: Path) -> bytes:
     except OSError as e:
         raise ConfigError(f"{path}: {what} not readable: {e.strerror}") from None
     try:
-        require_private(path, os.fstat(fd), what)
+        require_private(path, os.fstat(fd), what, error=ConfigError)
         with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(MAX_SECRET_BYTES + 1)
     finally:
