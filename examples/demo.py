@@ -272,10 +272,11 @@ def approval_loop(channel, stub, task: str, bearer, approval_id: str, approver_k
         for m in stub.WaitForExecution(pb.WaitForExecutionRequest(agent_id=AGENT, task_id=task,
                                                                   approval_id=approval_id),
                                        metadata=bearer, timeout=60):
-            last = m.execution
-            print(f"    agent's WaitForExecution: {pb.ApprovalStatus.Name(last.status).removeprefix('APPROVAL_STATUS_')}")
+            last = m.execution  # each change as it commits; the last one is final
     except grpc.RpcError as e:
         return f"approval loop: RPC failed: {e.code().name} {e.details()}"
+    if last is not None:
+        print(f"    agent's WaitForExecution: {pb.ApprovalStatus.Name(last.status).removeprefix('APPROVAL_STATUS_')}")
     if last is None or last.status != pb.APPROVAL_STATUS_EXECUTED:
         return f"approval loop: the transfer ended {last and pb.ApprovalStatus.Name(last.status)}, expected EXECUTED" \
             + (f" ({last.result.error})" if last is not None and last.result.error else "")

@@ -22,6 +22,8 @@ README = REPO / "README.md"
 MASKS = [
     (re.compile(r"\b(tsk|evt|apr|dec|sbx)_[0-9a-f]{32}\b"), r"\1_<id>"),
     (re.compile(r"\bsnap_[0-9a-f]{16}\b"), "snap_<id>"),
+    (re.compile(r"\btr_[0-9a-f]{16}\b"), "tr_<id>"),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z"), "<time>"),
     (re.compile(r"sha256:[0-9a-f]{64}"), "sha256:<digest>"),
     (re.compile(r"\(\d+\.\d+s\)"), "(<t>s)"),
     (re.compile(r"\b127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),
@@ -72,7 +74,8 @@ def shell(command: str, root: Path) -> list[str]:
 def service(tmp_path):
     """`make run`'s service and example world, on the walkthrough's paths (var/ under a fresh root)."""
     world = World(tmp_path / "var" / "world")
-    config = write_config(tmp_path / "var", world=world.urls, metrics={"listen": f"127.0.0.1:{free_port()}"})
+    config = write_config(tmp_path / "var", world=world.urls, metrics={"listen": f"127.0.0.1:{free_port()}"},
+                          console={"listen": f"127.0.0.1:{free_port()}"})
     out = tmp_path / "serve.out"
     proc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)], cwd=REPO,
                             stdout=open(out, "w"), stderr=subprocess.DEVNULL)
