@@ -334,6 +334,18 @@ class ApprovalsConfig(_Strict):
     sweep_interval_s: PositiveFloat = 1.0
 
 
+class IdempotencyConfig(_Strict):
+    # How long a key's first result is kept after its task ends (Stripe keeps 24 h).
+    retention_s: PositiveFloat = 24 * 3600
+
+
+class RollbackConfig(_Strict):
+    # A failing compensation is tried this many times, waiting backoff_s,
+    # then twice as long each time, before it is parked (rollback_failed).
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff_s: PositiveFloat = 0.5
+
+
 class ConsoleConfig(_Strict):
     """The approver console (HTML over HTTP): served when `listen` is set.
     Under the service's `tls` it uses the same certificate (and its session
@@ -364,6 +376,8 @@ class ServiceConfig(_Strict):
     connectors: dict[PrincipalName, ConnectorConfig] = {}
     approvals: ApprovalsConfig = ApprovalsConfig()
     console: ConsoleConfig = ConsoleConfig()
+    idempotency: IdempotencyConfig = IdempotencyConfig()
+    rollback: RollbackConfig = RollbackConfig()
 
     @model_validator(mode="after")
     def _transport(self) -> ServiceConfig:

@@ -95,6 +95,19 @@ class ApprovalStateError(AeclError):
         self.reason = reason
 
 
+class IdempotencyConflict(AeclError):
+    """An idempotency key used again with another call (tool or arguments)."""
+
+    code = "idempotency_conflict"
+
+
+class CallInFlight(AeclError):
+    """A repeat of a call (same idempotency key) while the first still runs,
+    past the caller's deadline; or a rollback of a step being rolled back."""
+
+    code = "call_in_flight"
+
+
 class ResourceExhausted(AeclError):
     """A service-wide bound is reached (e.g. concurrent sandboxes); retry later."""
 

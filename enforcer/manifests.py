@@ -61,6 +61,35 @@ class AgentManifest(_Strict):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+class ArgSource(_Strict):
+    """Where one argument of a compensation comes from: an argument of the
+    original call (`from: args`, `name: record_id`), the rollback_token the
+    original call's tool returned (`from: rollback_token`), or the
+    idempotency key the original call ran under, as the tool and its
+    connectors saw it (`from: idempotency_key`). A source that has no value
+    (no token came back: the outcome is unknown) leaves the argument out, so
+    a compensation must tolerate "never happened"."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    source: Literal["args", "rollback_token", "idempotency_key"] = Field(alias="from")
+    name: Name | None = None
+
+    @model_validator(mode="after")
+    def _name_for_args(self) -> ArgSource:
+        if (self.source == "args") != (self.name is not None):
+            raise ValueError("`name` is required with `from: args` and only there")
+        return self
+
+
+class Compensation(_Strict):
+    """The registered tool that undoes a write, and how its arguments are
+    built from the original call (design-time registration, the saga's step)."""
+
+    tool: Name
+    args: dict[Name, ArgSource] = {}
+
+
 class ToolSpec(_Strict):
     description: str = ""
     # argv inside the sandbox; the registry's tools_dir is mounted at SANDBOX_TOOLS_DIR.
@@ -87,9 +116,11 @@ class ToolSpec(_Strict):
     # may use. Every one must be configured (checked at load), and its scope
     # must be in the calling agent's credential_scope (rego/aecl/scope.rego).
     connectors: list[Name] = []
-    # The registered tool that undoes this one. An irreversible tool without
-    # one always waits for a human (HITL routing in rego/aecl/hitl.rego).
-    compensating_action: Name | None = None
+    # The registered tool that undoes this one, and its arguments (the
+    # rollback engine, enforcer/pipeline/rollback.py). A write tool declares
+    # either a compensation or `irreversible: true` (`aecl tools check`); an
+    # irreversible tool always waits for a human (rego/aecl/hitl.rego).
+    compensation: Compensation | None = None
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     # This tool's own sandbox settings (extra read-only binds, scratch size);
     # bind paths are checked at load like the profile's.
@@ -99,6 +130,11 @@ class ToolSpec(_Strict):
     # before the policy (enforcer/pipeline/validate.py). None: not checked.
     args_schema: dict[str, Any] | None = None
     _args_validator: Draft202012Validator | None = PrivateAttr(default=None)
+
+    @property
+    def compensating_action(self) -> str | None:
+        """The compensating tool's name (the policy input's tool.compensating_action)."""
+        return self.compensation.tool if self.compensation is not None else None
 
     @field_validator("args_schema")
     @classmethod
@@ -246,12 +282,30 @@ class ToolRegistry(_Strict):
     @model_validator(mode="after")
     def _compensations_exist(self) -> ToolRegistry:
         for name, tool in self.tools.items():
-            if tool.compensating_action and tool.compensating_action not in self.tools:
-                raise ValueError(f"tools.{name}.compensating_action: no tool named '{tool.compensating_action}'")
+            c = tool.compensation
+            if c is None:
+                continue
+            if c.tool not in self.tools:
+                raise ValueError(f"tools.{name}.compensation.tool: no tool named '{c.tool}'")
+            if c.tool == name:
+                raise ValueError(f"tools.{name}.compensation.tool: a tool cannot compensate itself")
+            declared = _declared_args(tool)
+            for arg, src in c.args.items():
+                if src.source == "args" and declared is not None and src.name not in declared:
+                    raise ValueError(f"tools.{name}.compensation.args.{arg}: '{src.name}' is not an argument of "
+                                     f"{name} (its args_schema's properties)")
         return self
 
     def get(self, name: str) -> ToolSpec | None:
         return self.tools.get(name)
+
+
+def _declared_args(tool: ToolSpec) -> set[str] | None:
+    """The argument names a tool's schema declares; None without a schema (any name)."""
+    if tool.args_schema is None:
+        return None
+    props = tool.args_schema.get("properties")
+    return set(props) if isinstance(props, dict) else set()
 
 
 def load_agents(directory: Path) -> dict[str, AgentManifest]:

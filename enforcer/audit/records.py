@@ -240,6 +240,36 @@ class ApprovalRecord(CallFields):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DuplicateRecord(CallFields):
+    """An Execute answered from the idempotency record of an earlier call
+    with the same key and arguments: nothing ran. `original_decision_id`
+    and `original_event_id` point to the first call's entries."""
+
+    KIND: ClassVar[str] = "duplicate"
+    kind: Literal["duplicate"] = "duplicate"
+    idempotency_key: str
+    args_digest: str
+    original_decision_id: str
+    original_event_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackRecord(CallFields):
+    """One step of a rollback: the execution undone (`original_decision_id`,
+    its tool in action_name) and how it ended (outcome: success,
+    irreversible, no_compensating_action, rollback_failed,
+    already_rolled_back, pending_approval). The compensation's own decision
+    and executions are `decision`/`execution` entries with rpc Rollback."""
+
+    KIND: ClassVar[str] = "rollback"
+    kind: Literal["rollback"] = "rollback"
+    original_decision_id: str
+    compensation_tool: str = ""
+    attempts: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class NotificationRecord(CallFields):
     """One delivery attempt of an approval's notification (the webhook):
     its target without any secret, the attempt number, what came back."""
@@ -317,14 +347,15 @@ class ServiceRecord(Header):
 
 
 Record = (TaskStarted | TokenRenewed | DecisionRecord | ExecutionRecord | ConnectorRequestRecord | RejectedRecord
-          | AuthRefused | RevocationRecord | ApprovalRecord | NotificationRecord | PolicyReload | CheckpointRecord
-          | KeyTransitionRecord | ServiceRecord)
+          | AuthRefused | RevocationRecord | ApprovalRecord | NotificationRecord | DuplicateRecord | RollbackRecord
+          | PolicyReload | CheckpointRecord | KeyTransitionRecord | ServiceRecord)
 KINDS: dict[str, type] = {cls.KIND: cls for cls in
                           (TaskStarted, TokenRenewed, DecisionRecord, ExecutionRecord, ConnectorRequestRecord,
                            RejectedRecord, AuthRefused, RevocationRecord, ApprovalRecord, NotificationRecord,
-                           PolicyReload, CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
+                           DuplicateRecord, RollbackRecord, PolicyReload, CheckpointRecord, KeyTransitionRecord, ServiceRecord)}
 CALL_KINDS = frozenset({"task_started", "token_renewed", "decision", "execution", "connector_request", "rejected",
-                        "auth_refused", "revocation", "approval", "notification", "policy_reload"})
+                        "auth_refused", "revocation", "approval", "notification", "duplicate", "rollback",
+                        "policy_reload"})
 
 
 @cache

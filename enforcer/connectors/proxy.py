@@ -309,9 +309,12 @@ class ConnectorGateway:
         self._ssl: ssl.SSLContext | None = None
 
     @asynccontextmanager
-    async def endpoint(self, *, permitted: Sequence[str], context: Any) -> AsyncIterator[Path]:
+    async def endpoint(self, *, permitted: Sequence[str], context: Any,
+                       headers: Sequence[tuple[str, str]] = ()) -> AsyncIterator[Path]:
         """A Unix socket for one execution, serving the connectors named in
-        `permitted` (the tool's registry entry; others are refused). On exit:
+        `permitted` (the tool's registry entry; others are refused). `headers`
+        are set on every request forwarded upstream, replacing any the tool
+        sent under those names (the execution's Idempotency-Key). On exit:
         no new connection is served, every open connection from the tool is
         aborted, requests already forwarded upstream still finish and are
         recorded (bounded by their connector's timeout), and the socket's
@@ -340,7 +343,7 @@ class ConnectorGateway:
             task = asyncio.current_task()
             conns[task] = writer
             try:
-                await self._handle(reader, writer, allowed, context)
+                await self._handle(reader, writer, allowed, context, tuple(headers))
             except Exception:
                 log.exception("connector endpoint %s: connection handler failed", path)
             finally:
@@ -380,7 +383,8 @@ class ConnectorGateway:
     # -- one connection, one request -------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      allowed: frozenset[str], context: Any) -> None:
+                      allowed: frozenset[str], context: Any, set_headers: tuple[tuple[str, str], ...] = ()
+                      ) -> None:
         started = time.monotonic()
         what = {"connector": "", "method": "", "path": ""}
         bytes_in = 0
@@ -412,7 +416,7 @@ class ConnectorGateway:
             except HttpError as e:
                 raise _Refusal(e.status, "bad_request", e.message) from None
             bytes_in = len(body)
-            response = await self._forward(connector, head, path, query, body)
+            response = await self._forward(connector, head, path, query, body, set_headers)
             upstream_status = response[0]
         except _Refusal as r:
             refused, upstream_status = r.refused, r.upstream_status or upstream_status
@@ -467,13 +471,14 @@ class ConnectorGateway:
                                                   f"{connector.name!r}'s max_body_bytes ({connector.max_body_bytes})")
         return connector, path, query, length
 
-    async def _forward(self, connector: Connector, head: RequestHead, path: str, query: str, body: bytes
+    async def _forward(self, connector: Connector, head: RequestHead, path: str, query: str, body: bytes,
+                       set_headers: tuple[tuple[str, str], ...] = ()
                        ) -> tuple[int, str, list[tuple[str, str]], bytes]:
         up = self._upstreams[connector.name]
-        drop = {"host", "content-length", "expect"}
+        drop = {"host", "content-length", "expect", *(k.lower() for k, _ in set_headers)}
         if connector.header:
             drop.add(connector.header.lower())  # the tool cannot choose the credential
-        headers = [("Host", up.netloc), *_forward_headers(head.headers, drop)]
+        headers = [("Host", up.netloc), *_forward_headers(head.headers, drop), *set_headers]
         credential = connector.credential_value()
         if credential is not None:
             headers.append((connector.header, credential))

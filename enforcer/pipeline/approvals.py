@@ -45,17 +45,18 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from enforcer.audit.canonical import canonical_json
 from enforcer.audit.records import ApprovalRecord, Principal, timestamp
 from enforcer.errors import AeclError, ApprovalStateError, InvalidRequest, NotFound, PermissionDenied, WatcherLagged
 from enforcer.identity.authenticate import may_approve
 from enforcer.pipeline.admit import Admitted
 from enforcer.pipeline.decide import decide
 from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.ledger import CallLedger
+from enforcer.pipeline.payload import args_digest
 from enforcer.pipeline.policy_input import MAX_HISTORY, call_amount, call_resource, history_entry
 from enforcer.pipeline.rejection import rejected_record
 from enforcer.pipeline.request import CallRequest, ExecuteResult
-from enforcer.pipeline.run_approved import RunApproved
+from enforcer.pipeline.run_approved import RunApproved, run_recorded
 from enforcer.pipeline.validate import require_id, validate_call
 from enforcer.config import LimitsConfig
 from enforcer.policy.decision import Decision
@@ -71,11 +72,6 @@ DEFAULT_PAGE_SIZE = 50
 WATCH_QUEUE = 1000
 
 
-def args_digest(args: dict[str, Any]) -> str:
-    """The call's binding: sha256 of the RFC 8785 form of its arguments."""
-    return "sha256:" + hashlib.sha256(canonical_json(args)).hexdigest()
-
-
 def link_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -86,7 +82,8 @@ def new_link_token() -> str:
 
 class Approvals:
     def __init__(self, *, journal: Journal, store: StateStore, policy: PolicyHolder, run_approved: RunApproved,
-                 limits: LimitsConfig, clock: Callable[[], float], service_principal: Principal) -> None:
+                 limits: LimitsConfig, clock: Callable[[], float], service_principal: Principal,
+                 ledger: CallLedger) -> None:
         self.journal = journal
         self.store = store
         self.policy = policy
@@ -94,6 +91,7 @@ class Approvals:
         self.limits = limits
         self.clock = clock
         self.service_principal = service_principal
+        self.ledger = ledger
         self._watchers: set[asyncio.Queue] = set()
         self._runs: set[asyncio.Task] = set()
         # Told of each new approval with its link token (the notifier).
@@ -392,6 +390,7 @@ class Approvals:
                                  amount=call_amount(req.args, tool), resource=call_resource(req.args, tool))
             executing = await tx.transition_approval(a.approval_id, expect="approved", to="executing", now=now)
             assert executing is not None
+            await self.ledger.before_run(tx, req, tool, task, decision)
 
             async def authorise() -> None:
                 await self.journal.append(record)
@@ -399,8 +398,8 @@ class Approvals:
                 self._publish(executing)
 
             try:
-                result = await self.run_approved.run(req, tool, task, decision, authorised=authorise(),
-                                                     tools_dir=active.registry.tools_dir, t0=t0)
+                result = await run_recorded(self.run_approved, self.ledger, tx, req, tool, task, decision,
+                                            authorise(), active.registry.tools_dir, t0)
             except BaseException as e:  # noqa: BLE001 - the approval must not stay executing
                 return await self._after_crash(a.approval_id, tx, e, t0)
         return await self._finish(executing, result)
@@ -467,6 +466,22 @@ class Approvals:
         await tx.commit()
         self._publish(moved)
         return moved
+
+    async def state_for_duplicate(self, approval_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """A repeat of an escalated call (same idempotency key): the answer
+        follows its approval: still waiting, its run's result, or why it
+        will never run."""
+        a = await self.store.get_approval(approval_id)
+        if a is None or a.status in ("pending", "approved", "executing"):
+            return doc
+        r = a.result or {}
+        if a.status in ("executed", "failed") and r.get("status"):
+            return {**doc, "status": r["status"], "output": r.get("output"), "error": r.get("error") or "",
+                    "sandbox_id": r.get("sandbox_id") or "", "output_truncated": bool(r.get("output_truncated")),
+                    "decision": r.get("decision") or doc["decision"], "event_id": r.get("event_id") or ""}
+        who = f" by {a.approver.id}" if a.approver is not None else ""
+        return {**doc, "status": "blocked", "error": f"approval {approval_id} was {a.status}{who}"
+                + (f": {a.comment}" if a.comment else "")}
 
     # -- start-up ----------------------------------------------------------------
 

@@ -28,11 +28,12 @@ from enforcer.errors import StoreError
 from enforcer.pipeline.admit import Admitted
 from enforcer.pipeline.approvals import Approvals, link_token_hash, new_link_token
 from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.ledger import CallLedger
 from enforcer.pipeline.payload import payload
 from enforcer.pipeline.policy_input import call_amount, call_resource
 from enforcer.pipeline.rejection import rejected_record
 from enforcer.pipeline.request import CallRequest, ExecuteResult
-from enforcer.pipeline.run_approved import RunApproved
+from enforcer.pipeline.run_approved import RunApproved, run_recorded
 from enforcer.policy.decision import Decision
 from enforcer.policy.holder import ActivePolicy
 from enforcer.state.store import StoreTx
@@ -41,11 +42,12 @@ log = logging.getLogger(__name__)
 
 
 class Dispatch:
-    def __init__(self, journal: Journal, run_approved: RunApproved, approvals: Approvals,
+    def __init__(self, journal: Journal, run_approved: RunApproved, approvals: Approvals, ledger: CallLedger,
                  clock: Callable[[], float]) -> None:
         self.journal = journal
         self.run_approved = run_approved
         self.approvals = approvals
+        self.ledger = ledger
         self.clock = clock
 
     async def execute(self, req: CallRequest, active: ActivePolicy, admitted: Admitted, decision: Decision,
@@ -56,27 +58,33 @@ class Dispatch:
                         req.rpc, req.tool, req.agent_id, decision.outcome.upper(), decision.rule, decision.reason)
             record = replace(record, enforced=False)
         elif decision.outcome == "block":
+            blocked = ExecuteResult(decision, "blocked", record.event_id, error=decision.reason)
+            await self.ledger.first_result(tx, req, admitted.task, decision, "done", blocked)
             appended = await self.journal.append(record)
             await self._commit(tx, req, decision, t0)  # the counted call is explained by the block
-            return ExecuteResult(decision, "blocked", appended.event_id, error=decision.reason, appended=appended)
+            return replace(blocked, appended=appended)
         elif decision.outcome == "escalate":
             # The approval binds the exact call and its context (approvals.py);
             # its notification links carry a single-use token, kept hashed.
             approval = self.approvals.new_approval(req, admitted, decision, self.clock())
             link_token = new_link_token()
             await tx.create_approval(approval, link_token_sha256=link_token_hash(link_token))
+            await self.ledger.first_result(tx, req, admitted.task, decision, "pending_approval", ExecuteResult(
+                decision, "pending_approval", record.event_id, approval_id=approval.approval_id))
             appended = await self.journal.append(replace(record, hitl_approval_id=approval.approval_id))
             await self._commit(tx, req, decision, t0)
             self.approvals.created(approval, link_token)
             return ExecuteResult(decision, "pending_approval", appended.event_id,
                                  approval_id=approval.approval_id, appended=appended)
 
+        await self.ledger.before_run(tx, req, admitted.tool, admitted.task, decision)
+
         async def authorise() -> None:
             await self.journal.append(record)
             await tx.commit()
 
-        return await self.run_approved.run(req, admitted.tool, admitted.task, decision, authorised=authorise(),
-                                           tools_dir=active.registry.tools_dir, t0=t0)
+        return await run_recorded(self.run_approved, self.ledger, tx, req, admitted.tool, admitted.task, decision,
+                                  authorise(), active.registry.tools_dir, t0)
 
     async def _record_call(self, req: CallRequest, admitted: Admitted, decision: Decision, tx: StoreTx,
                            t0: float, now: float) -> None:
@@ -104,3 +112,4 @@ class Dispatch:
                 policy_revision=decision.policy_revision, t0=t0, decision_id=decision.decision_id,
                 principal=req.principal))
             raise
+

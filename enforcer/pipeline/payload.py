@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from enforcer.audit.canonical import canonical_json
 from enforcer.pipeline.request import CallRequest
+
+
+def args_digest(args: dict[str, Any]) -> str:
+    """A call's binding (approvals, idempotency keys): sha256 of the RFC 8785
+    form of its arguments."""
+    return "sha256:" + hashlib.sha256(canonical_json(args)).hexdigest()
 
 
 def payload(req: CallRequest) -> dict[str, Any]:

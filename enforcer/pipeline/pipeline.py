@@ -40,6 +40,7 @@ from enforcer.pipeline.approvals import Approvals
 from enforcer.pipeline.decide import decide
 from enforcer.pipeline.dispatch import Dispatch
 from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.ledger import CallLedger, check_key
 from enforcer.pipeline.payload import payload
 from enforcer.pipeline.rejection import rejected_record
 from enforcer.pipeline.request import (CallRequest, DecideResult, ExecuteResult, RenewRequest, Revoked,
@@ -69,6 +70,7 @@ class Pipeline:
         tokens: TokenIssuer | None = None,
         service_id: str = "aecl",
         connectors: Mapping[str, Connector] | None = None,
+        idempotency_retention_s: float = 24 * 3600,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -86,9 +88,11 @@ class Pipeline:
         self.journal = Journal(audit, metrics)
         self.run_approved = RunApproved(self.journal, sandbox, sandbox_config, lambda: self.clock(),
                                         lambda: self.shutting_down, connectors)
+        self.ledger = CallLedger(store, self.journal, lambda: self.clock(), retention_s=idempotency_retention_s)
         self.approvals = Approvals(journal=self.journal, store=store, policy=policy, run_approved=self.run_approved,
-                                   limits=limits, clock=lambda: self.clock(), service_principal=self.service_principal)
-        self.dispatch = Dispatch(self.journal, self.run_approved, self.approvals, lambda: self.clock())
+                                   limits=limits, clock=lambda: self.clock(), service_principal=self.service_principal,
+                                   ledger=self.ledger)
+        self.dispatch = Dispatch(self.journal, self.run_approved, self.approvals, self.ledger, lambda: self.clock())
 
     # -- StartTask -------------------------------------------------------
 
@@ -266,14 +270,26 @@ class Pipeline:
                 await self._reject(req.rpc, req.agent_id, req.task_id, req.tool, payload(req), e, t0,
                                    active.revision, req.principal)
                 raise
+        first = None
         async with self.store.transaction() as tx:
             try:
+                if req.idempotency_key:
+                    check_key(req.idempotency_key)
                 admitted = await admit(req, active, self.limits, now, store=self.store, tx=tx)
+                # A repeat: answered from the first call, outside this
+                # transaction, which rolls back (the repeat counts nothing).
+                first = await self.ledger.lookup(tx, req)
             except AeclError as e:
                 refused = e  # rolled back on the way out: a refused call counts nothing
             else:
-                decision, record = await decide(req, active, admitted, now, t0)
-                return await self.dispatch.execute(req, active, admitted, decision, record, tx, t0, now=now)
+                if first is None:
+                    decision, record = await decide(req, active, admitted, now, t0)
+                    return await self.dispatch.execute(req, active, admitted, decision, record, tx, t0, now=now)
+        if first is not None:
+            try:
+                return await self.ledger.duplicate(req, first, t0, self.approvals.state_for_duplicate)
+            except AeclError as e:
+                refused = e
         # Logged outside the transaction: no one waits on its lock for this fsync.
         await self._reject(req.rpc, req.agent_id, req.task_id, req.tool, payload(req), refused, t0, active.revision,
                            req.principal)

@@ -13,7 +13,8 @@ Rpc = Literal["StartTask", "Decide", "Execute"]
 # Who is really calling, as the authenticator proved it (never the request's
 # say); None only for in-process callers without a transport (tests, CLI).
 MaybePrincipal = Principal | None
-Status = Literal["succeeded", "blocked", "pending_approval", "failed"]
+# unknown: a write tool interrupted mid-run (timeout, cancellation): it may or may not have taken effect.
+Status = Literal["succeeded", "blocked", "pending_approval", "failed", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,7 @@ class ExecuteResult:
     output_truncated: bool = False
     # Where the entry that ends the call's story landed in the audit log.
     appended: Appended | None = None
+    # What the tool returned for its compensation (its output's rollback_token).
+    rollback_token: str | None = None
+    # Answered from the first call with the same idempotency key: nothing ran.
+    duplicate: bool = False

@@ -35,12 +35,13 @@ from enforcer.config import SandboxConfig
 from enforcer.errors import AeclError, AuditUnavailable, ResourceExhausted, SandboxError, StoreError
 from enforcer.manifests import ToolSpec
 from enforcer.pipeline.journal import Journal
+from enforcer.pipeline.ledger import CallLedger, derived_key, rollback_token
 from enforcer.pipeline.request import CallRequest, ExecuteResult
 from enforcer.pipeline.tool_output import interpret_result
 from enforcer.policy.decision import Decision
 from enforcer.sandbox.backend import SandboxBackend
 from enforcer.sandbox.runner import SandboxResult, new_sandbox_id
-from enforcer.state.store import Task
+from enforcer.state.store import StoreTx, Task
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ class RunApproved:
         if gateway is None:
             raise SandboxError(f"tool {execution.req.tool} uses connectors {list(tool.connectors)}, but this "
                                "service has none configured")
-        return gateway.endpoint(permitted=tuple(tool.connectors), context=execution)
+        req = execution.req
+        key = [("Idempotency-Key", derived_key(req.agent_id, req.task_id, req.idempotency_key))] \
+            if req.idempotency_key else []
+        return gateway.endpoint(permitted=tuple(tool.connectors), context=execution, headers=key)
 
     async def log_connector_request(self, r: ProxiedRequest, execution: _Execution) -> None:
         """The gateway's on_request: one entry per request, before the tool sees the answer."""
@@ -112,7 +116,7 @@ class RunApproved:
         except asyncio.CancelledError:
             if await self._after_gate(gate):
                 cause = self._cancel_cause(req)
-                await self._log(req, decision, t0, started, None, "failed", cause,
+                await self._log(req, decision, t0, started, None, _interrupted(tool), cause,
                                 f"interrupted ({cause.replace('_', ' ')}): the call was cancelled before its "
                                 "tool finished, and its sandbox was killed", sandbox_id=sandbox_id)
             raise
@@ -138,10 +142,14 @@ class RunApproved:
             status, output, error = interpret_result(result)
         except BaseException as e:  # noqa: BLE001 - a parser crash is still an execution
             status, output, error = "failed", None, f"the tool's output could not be read: {type(e).__name__}"
-        appended = await self._log(req, decision, t0, started, result, status, "", error)
+        if result.timed_out and status == "failed":
+            status = _interrupted(tool)
+        token = rollback_token(output)
+        appended = await self._log(req, decision, t0, started, result, status, "", error, token=token)
         return ExecuteResult(
-            decision, status, appended.event_id, output=output, error=error,
+            decision, status, appended.event_id, output=output, error=error,  # type: ignore[arg-type]
             sandbox_id=result.sandbox_id, output_truncated=result.output_truncated, appended=appended,
+            rollback_token=token,
         )
 
     async def _after_gate(self, gate: asyncio.Future) -> bool:
@@ -168,7 +176,7 @@ class RunApproved:
 
     async def _log(self, req: CallRequest, decision: Decision, t0: float, started: float,
                    result: SandboxResult | None, status: str, cause: str, error: str, *,
-                   sandbox_id: str | None = None):
+                   sandbox_id: str | None = None, token: str | None = None):
         r = result
         record = ExecutionRecord(
             timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
@@ -185,13 +193,37 @@ class RunApproved:
                 "peak_memory_bytes": r.peak_memory_bytes if r else None,
             },
             limits_hit=tuple(r.limits_hit) if r else (),
-            cause=cause, hitl_approval_id=req.approval_id or None,
+            cause=cause, hitl_approval_id=req.approval_id or None, rollback_token=token,
         )
         try:
             return await self.journal.append(record)
         except AuditUnavailable as e:
             log.critical("execution of decision %s could not be logged: %s", decision.decision_id, e)
             raise
+
+
+async def run_recorded(run_approved: RunApproved, ledger: CallLedger, tx: StoreTx, req: CallRequest,
+                       tool: ToolSpec, task: Task, decision: Decision, authorised: Awaitable[None], tools_dir: Any,
+                       t0: float) -> ExecuteResult:
+    """Run an authorised call, then save what the ledger keeps of it (its
+    first result, its outcome and rollback_token), whatever way it ended.
+    When the authorisation never committed, its transaction (still open
+    here, rolled back by the caller) takes the ledger's rows with it."""
+    try:
+        result = await run_approved.run(req, tool, task, decision, authorised=authorised, tools_dir=tools_dir, t0=t0)
+    except BaseException as e:
+        if tx.done:  # type: ignore[attr-defined]
+            await asyncio.shield(ledger.after_crash(req, tool, decision, e))
+        else:
+            ledger.forget(req)
+        raise
+    await asyncio.shield(ledger.after_run(req, tool, result))
+    return result
+
+
+def _interrupted(tool: ToolSpec) -> str:
+    """How a run cut short ends: a write may have taken effect (unknown); a read changed nothing."""
+    return "unknown" if tool.access == "write" else "failed"
 
 
 def _failure(e: BaseException) -> tuple[str, str]:

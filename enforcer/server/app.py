@@ -99,7 +99,7 @@ def build_components(
         policy=policy, audit=audit, store=store, sandbox=sandbox,
         sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
         tokens=TokenIssuer(token_key, ident.service_id), service_id=ident.service_id,
-        connectors=load_connectors(config.connectors),
+        connectors=load_connectors(config.connectors), idempotency_retention_s=config.idempotency.retention_s,
     )
     verifier = TokenVerifier(token_key.public_key(), ident.service_id, cache_size=ident.token_cache_size)
     authenticator = Authenticator(policy, verifier, pipeline.revocations)
@@ -284,6 +284,7 @@ async def serve(
     await components.pipeline.log_service("start", config_digest=digest, listen=f"{host}:{port}")
     # Approvals outlive restarts: a call cut off mid-run is marked (outcome
     # unknown), approved ones not yet started run once; then expiry is swept.
+    await components.pipeline.ledger.recover(revision=components.policy.current.revision)
     await components.pipeline.approvals.recover()
     sweeper = asyncio.get_running_loop().create_task(
         components.pipeline.approvals.sweep(config.approvals.sweep_interval_s), name="aecl-approval-sweeper")

@@ -29,6 +29,7 @@ _STATUSES = {
     "blocked": pb.EXECUTION_STATUS_BLOCKED,
     "pending_approval": pb.EXECUTION_STATUS_PENDING_APPROVAL,
     "failed": pb.EXECUTION_STATUS_FAILED,
+    "unknown": pb.EXECUTION_STATUS_UNKNOWN,
 }
 _ACCESS = {"read": pb.TOOL_ACCESS_READ, "write": pb.TOOL_ACCESS_WRITE}
 _MAX_SAFE_INT = 2**53 - 1  # RFC 8785 (I-JSON) safe integer range
@@ -122,6 +123,8 @@ def execute_response(r: ExecuteResult) -> pb.ExecuteResponse:
         event_id=r.event_id,
         sandbox_id=r.sandbox_id,
         output_truncated=r.output_truncated,
+        rollback_token=r.rollback_token or "",
+        duplicate=r.duplicate,
     )
     if r.output is not None:
         resp.output.CopyFrom(dict_to_struct(r.output))

@@ -31,6 +31,8 @@ STATUS_TABLE: tuple[tuple[type[errors.AeclError], grpc.StatusCode], ...] = (
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.TaskOver, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ApprovalStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.CallInFlight, grpc.StatusCode.ABORTED),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),  # SandboxBusy: retry later
     # Infrastructure down: the call did not happen, retry later.
     (errors.AuditUnavailable, grpc.StatusCode.UNAVAILABLE),

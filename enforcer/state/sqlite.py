@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 from enforcer.audit.records import Principal
 from enforcer.errors import StoreError
-from enforcer.state.store import (APPROVAL_TRANSITIONS, Approval, Call, Claim, Outcome, Revocation, Task,
-                                  check_owner)
+from enforcer.state.store import (APPROVAL_TRANSITIONS, Approval, Call, Claim, CompensationRecord,
+                                  IdempotencyRecord, Outcome, Revocation, Task, check_owner)
 
 T = TypeVar("T")
 
@@ -68,6 +68,39 @@ CREATE TABLE IF NOT EXISTS revocations (
     reason TEXT NOT NULL,
     PRIMARY KEY (target, target_id)
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    agent_id TEXT NOT NULL,
+    task_id TEXT NOT NULL REFERENCES tasks(task_id),
+    key TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_digest TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'pending_approval', 'done')),
+    result TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (agent_id, task_id, key)
+);
+CREATE TABLE IF NOT EXISTS compensations (
+    decision_id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL REFERENCES tasks(task_id),
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    tool TEXT NOT NULL,
+    args TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    compensation TEXT,
+    irreversible INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    rollback_token TEXT,
+    executed_at REAL NOT NULL,
+    rollback_status TEXT,
+    rollback_attempts INTEGER NOT NULL DEFAULT 0,
+    rollback_error TEXT NOT NULL DEFAULT '',
+    rollback_result TEXT,
+    approval_id TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS calls (
     task_id TEXT NOT NULL REFERENCES tasks(task_id),
     seq INTEGER NOT NULL,
@@ -98,6 +131,10 @@ _MIGRATIONS = (
 _TASK_COLUMNS = ("task_id, agent_id, declared_goal, declared_actions, started_at, expires_at, calls_so_far, "
                  "declared_resources")
 _CALL_COLUMNS = "task_id, seq, at, tool, outcome, amount, resource"
+_IDEMPOTENCY_COLUMNS = "agent_id, task_id, key, tool, args_digest, decision_id, status, result, created_at, expires_at"
+_COMPENSATION_COLUMNS = ("decision_id, task_id, agent_id, seq, tool, args, idempotency_key, compensation, irreversible, "
+                         "outcome, rollback_token, executed_at, rollback_status, rollback_attempts, rollback_error, "
+                         "rollback_result, approval_id, updated_at")
 _APPROVAL_COLUMNS = ("approval_id, task_id, decision_id, action_name, created_at, expires_at, status, agent_id, "
                      "context, approver, comment, resolved_at, result, version, updated_at")
 # The fixed part of an approval, kept as one JSON document (`context`).
@@ -198,6 +235,39 @@ class SqliteStateStore:
                "ORDER BY created_at DESC, approval_id DESC LIMIT ?")
         rows = self._read(lambda db: db.execute(sql, (*params, limit)).fetchall())
         return [_approval(r) for r in rows]
+
+    async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None:
+        return self._read(lambda db: _get_idempotency(db, agent_id, task_id, key))
+
+    async def compensations_of(self, task_id: str) -> list[CompensationRecord]:
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {_COMPENSATION_COLUMNS} FROM compensations WHERE task_id = ? ORDER BY seq", (task_id,)).fetchall())
+        return [_compensation(r) for r in rows]
+
+    async def get_compensation(self, decision_id: str) -> CompensationRecord | None:
+        return self._read(lambda db: _get_compensation(db, decision_id))
+
+    async def compensations_where(self, *, outcome: tuple[str, ...] = (),
+                                  rollback_status: tuple[str, ...] = ()) -> list[CompensationRecord]:
+        o = ", ".join("?" for _ in outcome) or "NULL"
+        r = ", ".join("?" for _ in rollback_status) or "NULL"
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {_COMPENSATION_COLUMNS} FROM compensations WHERE outcome IN ({o}) OR rollback_status IN ({r}) "
+            "ORDER BY executed_at, decision_id", (*outcome, *rollback_status)).fetchall())
+        return [_compensation(x) for x in rows]
+
+    async def unknown_after_restart(self, *, now: float) -> tuple[list[CompensationRecord], int]:
+        unknown = json.dumps({"status": "unknown", "output": None, "rollback_token": None, "cause": "unknown",
+                              "error": "the service stopped while the call ran: its outcome is unknown"})
+
+        async with self.transaction() as tx:
+            rows = await tx._exec(lambda db: db.execute(
+                f"UPDATE compensations SET outcome = 'unknown', updated_at = ? WHERE outcome = 'running' "
+                f"RETURNING {_COMPENSATION_COLUMNS}", (now,)).fetchall())
+            keys = await tx._exec(lambda db: db.execute(
+                "UPDATE idempotency SET status = 'done', result = ? WHERE status = 'running'", (unknown,)).rowcount)
+            await tx.commit()
+        return [_compensation(x) for x in rows], keys
 
     async def approvals_with_status(self, statuses: tuple[str, ...]) -> list[Approval]:
         marks = ", ".join("?" for _ in statuses)
@@ -361,6 +431,63 @@ class _SqliteTx:
             "AND link_token_used = 0 AND expires_at > ?", (approval_id, token_sha256, now)).rowcount)
         return n == 1
 
+    async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None:
+        return await self._exec(lambda db: _get_idempotency(db, agent_id, task_id, key))
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        r = record
+        await self._exec(lambda db: db.execute(
+            f"INSERT INTO idempotency ({_IDEMPOTENCY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (r.agent_id, r.task_id, r.key, r.tool, r.args_digest, r.decision_id, r.status,
+             None if r.result is None else json.dumps(r.result, allow_nan=False), r.created_at, r.expires_at)))
+
+    async def finish_idempotency(self, agent_id: str, task_id: str, key: str, *, status: str,
+                                 result: dict[str, Any]) -> None:
+        await self._exec(lambda db: db.execute(
+            "UPDATE idempotency SET status = ?, result = ? WHERE agent_id = ? AND task_id = ? AND key = ?",
+            (status, json.dumps(result, allow_nan=False), agent_id, task_id, key)))
+
+    async def register_compensation(self, record: CompensationRecord) -> CompensationRecord:
+        r = record
+
+        def insert(db: sqlite3.Connection) -> CompensationRecord:
+            row = db.execute(
+                f"INSERT INTO compensations ({_COMPENSATION_COLUMNS}) "
+                "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, '', NULL, '', ? "
+                f"FROM compensations WHERE task_id = ? RETURNING {_COMPENSATION_COLUMNS}",
+                (r.decision_id, r.task_id, r.agent_id, r.tool, json.dumps(r.args, allow_nan=False),
+                 r.idempotency_key, None if r.compensation is None else json.dumps(r.compensation),
+                 int(r.irreversible), r.outcome, r.rollback_token, r.executed_at, r.executed_at,
+                 r.task_id)).fetchone()
+            return _compensation(row)
+        return await self._exec(insert)
+
+    async def finish_compensation(self, decision_id: str, *, outcome: str, rollback_token: str | None,
+                                  now: float) -> None:
+        await self._exec(lambda db: db.execute(
+            "UPDATE compensations SET outcome = ?, rollback_token = ?, updated_at = ? WHERE decision_id = ?",
+            (outcome, rollback_token, now, decision_id)))
+
+    async def get_compensation(self, decision_id: str) -> CompensationRecord | None:
+        return await self._exec(lambda db: _get_compensation(db, decision_id))
+
+    async def set_rollback(self, decision_id: str, *, expect: tuple[str | None, ...], to: str, now: float,
+                           attempts: int | None = None, error: str | None = None,
+                           result: dict[str, Any] | None = None, approval_id: str | None = None) -> bool:
+        sets, params = ["rollback_status = ?", "updated_at = ?"], [to, now]
+        for column, value in (("rollback_attempts", attempts), ("rollback_error", error),
+                              ("rollback_result", None if result is None else json.dumps(result, allow_nan=False)),
+                              ("approval_id", approval_id)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                params.append(value)
+        allowed = [e for e in expect if e is not None]
+        cond = " OR ".join((["rollback_status IS NULL"] if None in expect else [])
+                           + [f"rollback_status = ?" for _ in allowed]) or "0"
+        sql = f"UPDATE compensations SET {', '.join(sets)} WHERE decision_id = ? AND ({cond})"
+        n = await self._exec(lambda db: db.execute(sql, (*params, decision_id, *allowed)).rowcount)
+        return n == 1
+
     async def revoke(self, revocation: Revocation) -> None:
         await self._exec(lambda db: db.execute(
             "INSERT INTO revocations (target, target_id, revoked_at, reason) VALUES (?, ?, ?, ?) "
@@ -455,6 +582,31 @@ def _move_all(db: sqlite3.Connection, ids: list[str], expect: str, to: str, now:
         if row is not None:
             moved.append(_approval(row))
     return moved
+
+
+def _get_idempotency(db: sqlite3.Connection, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None:
+    row = db.execute(f"SELECT {_IDEMPOTENCY_COLUMNS} FROM idempotency WHERE agent_id = ? AND task_id = ? AND key = ?",
+                     (agent_id, task_id, key)).fetchone()
+    if row is None:
+        return None
+    *head, result, created, expires = row
+    return IdempotencyRecord(*head, None if result is None else json.loads(result), created, expires)
+
+
+def _get_compensation(db: sqlite3.Connection, decision_id: str) -> CompensationRecord | None:
+    row = db.execute(f"SELECT {_COMPENSATION_COLUMNS} FROM compensations WHERE decision_id = ?",
+                     (decision_id,)).fetchone()
+    return _compensation(row) if row else None
+
+
+def _compensation(row: tuple[Any, ...]) -> CompensationRecord:
+    (decision_id, task_id, agent_id, seq, tool, args, key, compensation, irreversible, outcome, token, executed_at,
+     rb_status, attempts, error, rb_result, approval_id, updated_at) = row
+    return CompensationRecord(
+        decision_id, task_id, agent_id, seq, tool, json.loads(args), key,
+        None if compensation is None else json.loads(compensation), bool(irreversible), outcome, token,
+        executed_at, rb_status, attempts, error, None if rb_result is None else json.loads(rb_result),
+        approval_id, updated_at)
 
 
 def _get_approval(db: sqlite3.Connection, approval_id: str) -> Approval | None:

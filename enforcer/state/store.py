@@ -136,6 +136,58 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class IdempotencyRecord:
+    """The first result of a call made with an idempotency key, scoped to
+    (agent_id, task_id, key). `status`: running (the first is in flight),
+    pending_approval (escalated; `result` names the approval), done.
+    `result` is the ExecuteResult's essentials (status, output, error,
+    approval_id, sandbox_id, output_truncated, rollback_token, decision,
+    event_id); `decision_id` the first call's decision."""
+
+    agent_id: str
+    task_id: str
+    key: str
+    tool: str
+    args_digest: str
+    decision_id: str
+    status: Literal["running", "pending_approval", "done"]
+    result: dict[str, Any] | None
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class CompensationRecord:
+    """One execution of a write tool, registered before it runs, with what
+    its rollback needs: the call, the compensation (tool and argument
+    sources, as the registry said then; None: irreversible), the derived
+    idempotency key the tool's connectors saw, and once it ended its
+    outcome (running, succeeded, failed, unknown) and rollback_token.
+    `rollback_status` is None until a rollback is asked: then rolling_back,
+    success, irreversible, no_compensating_action, rollback_failed,
+    pending_approval; `seq` orders a task's executions."""
+
+    decision_id: str
+    task_id: str
+    agent_id: str
+    seq: int
+    tool: str
+    args: dict[str, Any]
+    idempotency_key: str
+    compensation: dict[str, Any] | None
+    irreversible: bool
+    outcome: str
+    rollback_token: str | None
+    executed_at: float
+    rollback_status: str | None = None
+    rollback_attempts: int = 0
+    rollback_error: str = ""
+    rollback_result: dict[str, Any] | None = None
+    approval_id: str = ""
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class Claim:
     """One call counted against its task, atomically with the checks.
 
@@ -238,6 +290,34 @@ class StoreTx(Protocol):
         """Pending approvals of these tasks become cancelled; returns them, changed."""
         ...
 
+    # -- idempotency -------------------------------------------------------
+
+    async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        """Claim a key (a duplicate key is StoreError: the caller looked first)."""
+        ...
+
+    async def finish_idempotency(self, agent_id: str, task_id: str, key: str, *, status: str,
+                                 result: dict[str, Any]) -> None: ...
+
+    # -- compensations (the rollback engine) -----------------------------------
+
+    async def register_compensation(self, record: CompensationRecord) -> CompensationRecord:
+        """Before the call runs; `seq` is assigned (the task's next)."""
+        ...
+
+    async def finish_compensation(self, decision_id: str, *, outcome: str, rollback_token: str | None,
+                                  now: float) -> None: ...
+
+    async def get_compensation(self, decision_id: str) -> CompensationRecord | None: ...
+
+    async def set_rollback(self, decision_id: str, *, expect: tuple[str | None, ...], to: str, now: float,
+                           attempts: int | None = None, error: str | None = None,
+                           result: dict[str, Any] | None = None, approval_id: str | None = None) -> bool:
+        """Compare-and-swap of the rollback status; False when it was not one of `expect`."""
+        ...
+
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
@@ -272,6 +352,26 @@ class StateStore(Protocol):
         ...
 
     async def list_revocations(self) -> list[Revocation]: ...
+
+    async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def compensations_of(self, task_id: str) -> list[CompensationRecord]:
+        """The task's executions of write tools, oldest first."""
+        ...
+
+    async def get_compensation(self, decision_id: str) -> CompensationRecord | None: ...
+
+    async def compensations_where(self, *, outcome: tuple[str, ...] = (),
+                                  rollback_status: tuple[str, ...] = ()) -> list[CompensationRecord]:
+        """Every execution with one of these outcomes or rollback statuses
+        (restart recovery; the console's "needs attention")."""
+        ...
+
+    async def unknown_after_restart(self, *, now: float) -> tuple[list[CompensationRecord], int]:
+        """At start-up: executions still `running` become `unknown`, and
+        idempotency keys still `running` become done with an unknown outcome.
+        Returns the executions changed and how many keys."""
+        ...
 
     def close(self) -> None:
         """Blocking; once, at shutdown."""

@@ -55,7 +55,7 @@ def test_every_v1_record_reads_through_its_type(name):
             assert {k: v for k, v in typed.items() if k in raw} == raw
     # kinds v1 wrote no example of, or had not yet
     assert seen == set(KINDS) - {"policy_reload", "service", "token_renewed", "auth_refused", "revocation",
-                                "connector_request", "approval", "notification"}
+                                "connector_request", "approval", "notification", "duplicate", "rollback"}
 
 
 def test_a_tampered_v1_log_still_fails(tmp_path):

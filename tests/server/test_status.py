@@ -28,6 +28,8 @@ EXPECTED = {
     errors.TaskOver: S.FAILED_PRECONDITION,
     errors.ApprovalStateError: S.FAILED_PRECONDITION,
     errors.WatcherLagged: S.RESOURCE_EXHAUSTED,
+    errors.IdempotencyConflict: S.ALREADY_EXISTS,
+    errors.CallInFlight: S.ABORTED,
     errors.ResourceExhausted: S.RESOURCE_EXHAUSTED,
     errors.SandboxBusy: S.RESOURCE_EXHAUSTED,
     errors.PolicyError: S.INTERNAL,

@@ -25,6 +25,7 @@ class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTION_STATUS_BLOCKED: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_PENDING_APPROVAL: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_FAILED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_UNKNOWN: _ClassVar[ExecutionStatus]
 
 class ToolAccess(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,16 @@ class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLUTION_UNSPECIFIED: _ClassVar[Resolution]
     RESOLUTION_APPROVE: _ClassVar[Resolution]
     RESOLUTION_REJECT: _ClassVar[Resolution]
+
+class RollbackStepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLBACK_STEP_STATUS_UNSPECIFIED: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_SUCCESS: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_IRREVERSIBLE: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_NO_COMPENSATING_ACTION: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_ROLLBACK_FAILED: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_ALREADY_ROLLED_BACK: _ClassVar[RollbackStepStatus]
+    ROLLBACK_STEP_STATUS_PENDING_APPROVAL: _ClassVar[RollbackStepStatus]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_APPROVE: Outcome
 OUTCOME_BLOCK: Outcome
@@ -58,6 +69,7 @@ EXECUTION_STATUS_SUCCEEDED: ExecutionStatus
 EXECUTION_STATUS_BLOCKED: ExecutionStatus
 EXECUTION_STATUS_PENDING_APPROVAL: ExecutionStatus
 EXECUTION_STATUS_FAILED: ExecutionStatus
+EXECUTION_STATUS_UNKNOWN: ExecutionStatus
 TOOL_ACCESS_UNSPECIFIED: ToolAccess
 TOOL_ACCESS_READ: ToolAccess
 TOOL_ACCESS_WRITE: ToolAccess
@@ -73,6 +85,13 @@ APPROVAL_STATUS_FAILED: ApprovalStatus
 RESOLUTION_UNSPECIFIED: Resolution
 RESOLUTION_APPROVE: Resolution
 RESOLUTION_REJECT: Resolution
+ROLLBACK_STEP_STATUS_UNSPECIFIED: RollbackStepStatus
+ROLLBACK_STEP_STATUS_SUCCESS: RollbackStepStatus
+ROLLBACK_STEP_STATUS_IRREVERSIBLE: RollbackStepStatus
+ROLLBACK_STEP_STATUS_NO_COMPENSATING_ACTION: RollbackStepStatus
+ROLLBACK_STEP_STATUS_ROLLBACK_FAILED: RollbackStepStatus
+ROLLBACK_STEP_STATUS_ALREADY_ROLLED_BACK: RollbackStepStatus
+ROLLBACK_STEP_STATUS_PENDING_APPROVAL: RollbackStepStatus
 
 class StartTaskRequest(_message.Message):
     __slots__ = ("agent_id", "declared_goal", "declared_actions", "credential", "declared_resources")
@@ -204,7 +223,7 @@ class ExecuteRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., call: _Optional[_Union[ToolCall, _Mapping]] = ..., context: _Optional[_Union[CallContext, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("decision", "status", "output", "error", "approval_id", "event_id", "sandbox_id", "output_truncated")
+    __slots__ = ("decision", "status", "output", "error", "approval_id", "event_id", "sandbox_id", "output_truncated", "rollback_token", "duplicate")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +232,8 @@ class ExecuteResponse(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     decision: Decision
     status: ExecutionStatus
     output: _struct_pb2.Struct
@@ -221,7 +242,9 @@ class ExecuteResponse(_message.Message):
     event_id: str
     sandbox_id: str
     output_truncated: bool
-    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ...) -> None: ...
+    rollback_token: str
+    duplicate: bool
+    def __init__(self, decision: _Optional[_Union[Decision, _Mapping]] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., rollback_token: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ListToolsRequest(_message.Message):
     __slots__ = ("agent_id",)
@@ -574,3 +597,55 @@ class WaitForExecutionResponse(_message.Message):
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     execution: GetExecutionResponse
     def __init__(self, execution: _Optional[_Union[GetExecutionResponse, _Mapping]] = ...) -> None: ...
+
+class RollbackStep(_message.Message):
+    __slots__ = ("decision_id", "tool", "status", "compensation_tool", "output", "error", "attempts", "approval_id", "event_id")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATION_TOOL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    tool: str
+    status: RollbackStepStatus
+    compensation_tool: str
+    output: _struct_pb2.Struct
+    error: str
+    attempts: int
+    approval_id: str
+    event_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., tool: _Optional[str] = ..., status: _Optional[_Union[RollbackStepStatus, str]] = ..., compensation_tool: _Optional[str] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., approval_id: _Optional[str] = ..., event_id: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("agent_id", "task_id", "decision_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    task_id: str
+    decision_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("step",)
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    step: RollbackStep
+    def __init__(self, step: _Optional[_Union[RollbackStep, _Mapping]] = ...) -> None: ...
+
+class RollbackTaskRequest(_message.Message):
+    __slots__ = ("agent_id", "task_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    task_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class RollbackTaskResponse(_message.Message):
+    __slots__ = ("steps",)
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedCompositeFieldContainer[RollbackStep]
+    def __init__(self, steps: _Optional[_Iterable[_Union[RollbackStep, _Mapping]]] = ...) -> None: ...

@@ -79,6 +79,16 @@ class EnforcerServiceStub:
                 request_serializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.SerializeToString,
                 response_deserializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.FromString,
                 _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/aecl.v1.EnforcerService/Rollback',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.RollbackResponse.FromString,
+                _registered_method=True)
+        self.RollbackTask = channel.unary_unary(
+                '/aecl.v1.EnforcerService/RollbackTask',
+                request_serializer=aecl_dot_v1_dot_enforcer__pb2.RollbackTaskRequest.SerializeToString,
+                response_deserializer=aecl_dot_v1_dot_enforcer__pb2.RollbackTaskResponse.FromString,
+                _registered_method=True)
 
 
 class EnforcerServiceServicer:
@@ -163,6 +173,24 @@ class EnforcerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollback(self, request, context):
+        """Rollback undoes one execution of a write tool of the task (named by its
+        decision_id) with the compensation the tool registry registers for it:
+        through the same pipeline (policy, sandbox, connectors, audit). Itself
+        idempotent: a step rolled back already answers ALREADY_ROLLED_BACK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackTask(self, request, context):
+        """RollbackTask undoes every execution of a write tool of the task, newest
+        first (a saga), one step result each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnforcerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +233,16 @@ def add_EnforcerServiceServicer_to_server(servicer, server):
                     servicer.WaitForExecution,
                     request_deserializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.FromString,
                     response_serializer=aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.RollbackRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.RollbackResponse.SerializeToString,
+            ),
+            'RollbackTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackTask,
+                    request_deserializer=aecl_dot_v1_dot_enforcer__pb2.RollbackTaskRequest.FromString,
+                    response_serializer=aecl_dot_v1_dot_enforcer__pb2.RollbackTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +466,60 @@ class EnforcerService:
             '/aecl.v1.EnforcerService/WaitForExecution',
             aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionRequest.SerializeToString,
             aecl_dot_v1_dot_enforcer__pb2.WaitForExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/Rollback',
+            aecl_dot_v1_dot_enforcer__pb2.RollbackRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aecl.v1.EnforcerService/RollbackTask',
+            aecl_dot_v1_dot_enforcer__pb2.RollbackTaskRequest.SerializeToString,
+            aecl_dot_v1_dot_enforcer__pb2.RollbackTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
