@@ -52,6 +52,10 @@ class AgentManifest(_Strict):
     # and certificate names are for authentication, not for Rego.
     credentials: AgentCredentials = AgentCredentials()
     max_tool_calls_per_run: int = Field(default=50, gt=0)
+    # Whether the rollback engine may undo this agent's executions on its
+    # request (rego/aecl/allowlist.rego); compensating tools need not be
+    # on allowed_actions.
+    may_roll_back: bool = True
     auto_approve_threshold: float = Field(default=0.6, ge=0, le=1)
 
     @field_validator("auto_approve_threshold", mode="before")
@@ -121,6 +125,10 @@ class ToolSpec(_Strict):
     # either a compensation or `irreversible: true` (`aecl tools check`); an
     # irreversible tool always waits for a human (rego/aecl/hitl.rego).
     compensation: Compensation | None = None
+    # A write whose effect does not outlive its sandbox (a report computed
+    # and returned): nothing to undo, said why. The third declaration
+    # `aecl tools check` accepts; a rollback answers no_compensating_action.
+    nothing_to_undo: str | None = Field(default=None, min_length=1, max_length=512)
     timeout_s: Annotated[float, Field(gt=0)] | None = None
     # This tool's own sandbox settings (extra read-only binds, scratch size);
     # bind paths are checked at load like the profile's.
@@ -277,6 +285,16 @@ class ToolRegistry(_Strict):
     def _tools_dir_exists(self) -> ToolRegistry:
         if self.tools_dir is not None and not self.tools_dir.is_dir():
             raise ValueError(f"tools_dir {self.tools_dir} is not a directory")
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_undo(self) -> ToolRegistry:
+        for name, tool in self.tools.items():
+            declared = [k for k, v in (("compensation", tool.compensation), ("irreversible", tool.irreversible or None),
+                                       ("nothing_to_undo", tool.nothing_to_undo)) if v]
+            if len(declared) > 1:
+                raise ValueError(f"tools.{name}: declares {' and '.join(declared)}; a tool is undone one way: "
+                                 "a compensation, irreversible: true, or nothing_to_undo")
         return self
 
     @model_validator(mode="after")

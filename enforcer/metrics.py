@@ -41,6 +41,9 @@ class Metrics:
             "aecl_auth_refusals_total", "Calls refused by authentication, by reason (missing_token, expired, "
             "bad_signature, wrong_agent, wrong_role, revoked, ...; the `refusal` of the auth_refused entry).",
             ["reason"], registry=self.registry)
+        self.rollback_failed = Counter(
+            "aecl_rollback_failed_total", "Rollback steps parked as rollback_failed (every attempt of the "
+            "compensation failed), by compensating tool.", ["tool"], registry=self.registry)
         self.audit_failed = Gauge(
             "aecl_audit_log_failed", "1 once the audit log refuses appends (the service then refuses "
             "every call); 0 while it is healthy.", registry=self.registry)

@@ -17,7 +17,12 @@ def test_example_configuration_loads():
     assert agents["finance_agent_v2"].max_tool_calls_per_run == 50
     assert "transfer_funds" in agents["finance_agent_v2"].context_rules
     assert "transfer_funds" not in agents["finance_agent_v2"].blocked_actions
-    assert registry.tools["transfer_funds"].irreversible and registry.tools["transfer_funds"].amount_arg == "amount"
+    transfer = registry.tools["transfer_funds"]
+    assert transfer.compensating_action == "reverse_transfer" and not transfer.irreversible
+    assert transfer.amount_arg == "amount"
+    # Every write tool declares how it is undone (aecl tools check).
+    assert all(t.compensation or t.irreversible or t.nothing_to_undo for t in registry.tools.values()
+               if t.access == "write")
     assert config.policy.rego_dir == (REPO / "rego").resolve()
 
 

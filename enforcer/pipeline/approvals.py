@@ -40,7 +40,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -96,6 +96,9 @@ class Approvals:
         self._runs: set[asyncio.Task] = set()
         # Told of each new approval with its link token (the notifier).
         self.on_created: list[Callable[[Approval, str], None]] = []
+        # How an approved approval of another kind than "call" is carried
+        # out (the rollback engine registers "compensation" and "manual").
+        self.runners: dict[str, Callable[[str], Awaitable[Approval | None]]] = {}
 
     # -- creation (from dispatch) ----------------------------------------------
 
@@ -104,7 +107,7 @@ class Approvals:
         and what the task did before; it expires with its task at the latest."""
         task = admitted.task
         return Approval(
-            approval_id=_new_approval_id(), task_id=req.task_id, decision_id=decision.decision_id,
+            approval_id=new_approval_id(), task_id=req.task_id, decision_id=decision.decision_id,
             action_name=req.tool, created_at=now,
             expires_at=min(now + decision.approval_ttl_seconds, task.expires_at), status="pending",
             agent_id=req.agent_id, args=req.args, args_digest=args_digest(req.args), principal=req.principal,
@@ -339,14 +342,18 @@ class Approvals:
     # -- running an approved call (the service) -----------------------------------
 
     def _start_run(self, a: Approval) -> None:
-        task = asyncio.get_running_loop().create_task(self.run(a.approval_id), name=f"aecl-run-{a.approval_id}")
+        runner = self.runners.get(a.kind, self.run)
+        task = asyncio.get_running_loop().create_task(runner(a.approval_id), name=f"aecl-run-{a.approval_id}")
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
-    async def run(self, approval_id: str) -> Approval | None:
+    async def run(self, approval_id: str, *, compensation: dict[str, Any] | None = None,
+                  use_ledger: bool = True) -> Approval | None:
         """Run an approved call once: check it again, decide again with the
         approval in the input, then execute. Returns the final approval, or
-        None when it was not (or no longer) approved."""
+        None when it was not (or no longer) approved. `compensation`: the
+        call is a rollback step (input.compensation; not itself registered
+        for rollback, so `use_ledger` is False)."""
         t0 = time.perf_counter()
         now = self.clock()
         active = self.policy.current
@@ -355,10 +362,10 @@ class Approvals:
             a = await tx.get_approval(approval_id)
             if a is None or a.status != "approved":
                 return None
-            req = CallRequest(rpc="Execute", task_id=a.task_id, agent_id=a.agent_id, tool=a.action_name,
+            req = CallRequest(rpc="Rollback" if compensation is not None else "Execute", task_id=a.task_id, agent_id=a.agent_id, tool=a.action_name,
                               args=a.args, untrusted_input_source=a.untrusted_input_source,
                               triggering_input=a.triggering_input, idempotency_key=a.idempotency_key,
-                              principal=a.principal, approval_id=a.approval_id)
+                              principal=a.principal, approval_id=a.approval_id, call_id=a.decision_id)
             task = await self.store.get_task(a.task_id)
             why = self._cannot_start(a, task, now)
             tool = None
@@ -372,7 +379,8 @@ class Approvals:
             assert task is not None and tool is not None
             calls = await tx.list_calls(task.task_id, limit=MAX_HISTORY + 1)
             admitted = Admitted(tool, task, tuple(calls[-MAX_HISTORY:]), history_truncated=len(calls) > MAX_HISTORY)
-            decision, record = await decide(req, active, admitted, now, t0, approval=_policy_view(a))
+            decision, record = await decide(req, active, admitted, now, t0, approval=_policy_view(a),
+                                            compensation=compensation)
             record = replace(record, hitl_approval_id=a.approval_id, enforced=True)
             if decision.outcome != "approve":
                 # The policy in force wins over the old approval.
@@ -390,7 +398,8 @@ class Approvals:
                                  amount=call_amount(req.args, tool), resource=call_resource(req.args, tool))
             executing = await tx.transition_approval(a.approval_id, expect="approved", to="executing", now=now)
             assert executing is not None
-            await self.ledger.before_run(tx, req, tool, task, decision)
+            if use_ledger:
+                await self.ledger.before_run(tx, req, tool, task, decision)
 
             async def authorise() -> None:
                 await self.journal.append(record)
@@ -398,8 +407,12 @@ class Approvals:
                 self._publish(executing)
 
             try:
-                result = await run_recorded(self.run_approved, self.ledger, tx, req, tool, task, decision,
-                                            authorise(), active.registry.tools_dir, t0)
+                if use_ledger:
+                    result = await run_recorded(self.run_approved, self.ledger, tx, req, tool, task, decision,
+                                                authorise(), active.registry.tools_dir, t0)
+                else:
+                    result = await self.run_approved.run(req, tool, task, decision, authorised=authorise(),
+                                                         tools_dir=active.registry.tools_dir, t0=t0)
             except BaseException as e:  # noqa: BLE001 - the approval must not stay executing
                 return await self._after_crash(a.approval_id, tx, e, t0)
         return await self._finish(executing, result)
@@ -551,11 +564,11 @@ def approval_json(a: Approval) -> dict[str, Any]:
         "created_at": timestamp(a.created_at), "expires_at": timestamp(a.expires_at),
         "approver": principal(a.approver), "comment": a.comment,
         "resolved_at": None if a.resolved_at is None else timestamp(a.resolved_at),
-        "result": a.result, "version": a.version,
+        "result": a.result, "version": a.version, "kind": a.kind, "compensation_of": a.compensation_of,
     }
 
 
-def _new_approval_id() -> str:
+def new_approval_id() -> str:
     return "apr_" + secrets.token_hex(16)
 
 

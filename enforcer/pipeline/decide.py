@@ -26,21 +26,25 @@ from enforcer.policy.holder import ActivePolicy
 
 
 async def decide(req: CallRequest, active: ActivePolicy, admitted: Admitted, now: float,
-                 t0: float, *, approval: dict | None = None) -> tuple[Decision, DecisionRecord]:
+                 t0: float, *, approval: dict | None = None,
+                 compensation: dict | None = None) -> tuple[Decision, DecisionRecord]:
     """`approval`: an approved call run by the service, decided again with
-    its approval in the input (input.approval)."""
+    its approval in the input (input.approval). `compensation`: the
+    rollback engine undoing an execution (input.compensation)."""
     engine = active.engine
     decision_id = new_id("dec")
     policy_input = build_policy_input(req, admitted.tool, admitted.task, now, admitted.history,
                                       history_truncated=admitted.history_truncated)
     if approval is not None:
         policy_input["approval"] = approval
+    if compensation is not None:
+        policy_input["compensation"] = compensation
     if engine.blocking:  # network I/O (a sidecar): off the event loop
         decision = await asyncio.get_running_loop().run_in_executor(
             None, lambda: evaluate_decision(engine, policy_input, decision_id=decision_id))
     else:
         decision = evaluate_decision(engine, policy_input, decision_id=decision_id)
-    if active.is_shadow(req.agent_id) and not decision.failed_closed and approval is None:
+    if active.is_shadow(req.agent_id) and not decision.failed_closed and approval is None and compensation is None:
         # Fail closed even in shadow mode: an engine error is never shadowed.
         decision = replace(decision, shadow=True)
     explained = decision.explanation()  # the Decision's fields, listed once (policy/decision.py)

@@ -114,7 +114,7 @@ class CallLedger:
         if tool.access == "write":
             c = tool.compensation
             await tx.register_compensation(CompensationRecord(
-                decision_id=decision.decision_id, task_id=req.task_id, agent_id=req.agent_id, seq=0, tool=req.tool,
+                decision_id=req.call_id or decision.decision_id, task_id=req.task_id, agent_id=req.agent_id, seq=0, tool=req.tool,
                 args=req.args, idempotency_key=self.key_for(req),
                 compensation=None if c is None else c.model_dump(by_alias=True), irreversible=tool.irreversible,
                 outcome="running", rollback_token=None, executed_at=self.clock()))
@@ -142,7 +142,7 @@ class CallLedger:
         try:
             async with self.store.transaction() as tx:
                 if tool.access == "write":
-                    await tx.finish_compensation(doc["decision"]["decision_id"], outcome=_outcome(status),
+                    await tx.finish_compensation(req.call_id or doc["decision"]["decision_id"], outcome=_outcome(status),
                                                  rollback_token=token, now=self.clock())
                 if req.idempotency_key:
                     await tx.finish_idempotency(req.agent_id, req.task_id, req.idempotency_key, status="done",

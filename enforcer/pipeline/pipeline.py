@@ -29,7 +29,7 @@ from enforcer.audit.records import (AuthRefused, PolicyReload, Principal, Revoca
                                     timestamp)
 from enforcer.audit.records import TaskStarted as TaskStartedRecord
 from enforcer.audit.records import TokenRenewed as TokenRenewedRecord
-from enforcer.config import LimitsConfig, SandboxConfig
+from enforcer.config import LimitsConfig, RollbackConfig, SandboxConfig
 from enforcer.connectors.proxy import Connector
 from enforcer.errors import AeclError, NotAuthorised, NotFound, TaskOver, Unauthenticated
 from enforcer.identity.revocations import Revocations
@@ -43,6 +43,7 @@ from enforcer.pipeline.journal import Journal
 from enforcer.pipeline.ledger import CallLedger, check_key
 from enforcer.pipeline.payload import payload
 from enforcer.pipeline.rejection import rejected_record
+from enforcer.pipeline.rollback import RollbackEngine
 from enforcer.pipeline.request import (CallRequest, DecideResult, ExecuteResult, RenewRequest, Revoked,
                                        StartTaskRequest, TaskStarted, TokenRenewed)
 from enforcer.pipeline.run_approved import RunApproved
@@ -71,6 +72,7 @@ class Pipeline:
         service_id: str = "aecl",
         connectors: Mapping[str, Connector] | None = None,
         idempotency_retention_s: float = 24 * 3600,
+        rollback: RollbackConfig | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -93,6 +95,10 @@ class Pipeline:
                                    limits=limits, clock=lambda: self.clock(), service_principal=self.service_principal,
                                    ledger=self.ledger)
         self.dispatch = Dispatch(self.journal, self.run_approved, self.approvals, self.ledger, lambda: self.clock())
+        self.rollbacks = RollbackEngine(journal=self.journal, store=store, policy=policy,
+                                        run_approved=self.run_approved, approvals=self.approvals, limits=limits,
+                                        config=rollback or RollbackConfig(), clock=lambda: self.clock(),
+                                        metrics=metrics)
 
     # -- StartTask -------------------------------------------------------
 

@@ -52,6 +52,9 @@ class CallRequest:
     # Execute: the approval a resumed call names (always refused: the service
     # runs approved calls itself); an approved call run by the service: its approval.
     approval_id: str = ""
+    # The id the agent knows this call by (its Execute's decision id) when
+    # another decision runs it: an approved call run by the service.
+    call_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def build_components(
         sandbox_config=config.sandbox, limits=config.limits, metrics=metrics,
         tokens=TokenIssuer(token_key, ident.service_id), service_id=ident.service_id,
         connectors=load_connectors(config.connectors), idempotency_retention_s=config.idempotency.retention_s,
+        rollback=config.rollback,
     )
     verifier = TokenVerifier(token_key.public_key(), ident.service_id, cache_size=ident.token_cache_size)
     authenticator = Authenticator(policy, verifier, pipeline.revocations)

@@ -11,6 +11,7 @@ reflection are open (they reveal nothing the repository does not).
     ListTools, GetAgentPermissions the task token; agent_id must be its
     GetExecution, WaitForExecution the task token; agent_id and task_id must
                                    be its (the approval must be that task's)
+    Rollback, RollbackTask         the task token, bound like Execute
     AdminService/*                 an administrator
     ApprovalService/*              an approver (never an agent's token or key)
 
@@ -91,6 +92,8 @@ RULES: dict[tuple[str, str], Rule] = {
     (ADMIN, "RevokeAgent"): Rule(_admin, False),
     (ENFORCER, "GetExecution"): Rule(_task_token, True),
     (ENFORCER, "WaitForExecution"): Rule(_task_token, True),
+    (ENFORCER, "Rollback"): Rule(_task_token, True),
+    (ENFORCER, "RollbackTask"): Rule(_task_token, True),
     (APPROVALS, "ListApprovals"): Rule(_approver, False),
     (APPROVALS, "GetApproval"): Rule(_approver, False),
     (APPROVALS, "ResolveApproval"): Rule(_approver, False),

@@ -228,3 +228,21 @@ def execution_response(a: Approval) -> pb.GetExecutionResponse:
     if a.result is not None:
         msg.result.CopyFrom(execution_result_message(a.result))
     return msg
+
+
+STEP_STATUSES = {
+    "success": pb.ROLLBACK_STEP_STATUS_SUCCESS, "irreversible": pb.ROLLBACK_STEP_STATUS_IRREVERSIBLE,
+    "no_compensating_action": pb.ROLLBACK_STEP_STATUS_NO_COMPENSATING_ACTION,
+    "rollback_failed": pb.ROLLBACK_STEP_STATUS_ROLLBACK_FAILED,
+    "already_rolled_back": pb.ROLLBACK_STEP_STATUS_ALREADY_ROLLED_BACK,
+    "pending_approval": pb.ROLLBACK_STEP_STATUS_PENDING_APPROVAL,
+}
+
+
+def rollback_step(s) -> pb.RollbackStep:
+    msg = pb.RollbackStep(decision_id=s.decision_id, tool=s.tool, status=STEP_STATUSES[s.status],
+                          compensation_tool=s.compensation_tool, error=s.error, attempts=s.attempts,
+                          approval_id=s.approval_id, event_id=s.event_id)
+    if s.output is not None:
+        msg.output.CopyFrom(dict_to_struct(s.output))
+    return msg

@@ -95,6 +95,25 @@ class EnforcerService(pb_grpc.EnforcerServiceServicer):
                                             principal=current_principal())
             raise
 
+    # -- rollback ------------------------------------------------------------
+
+    async def Rollback(self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext) -> pb.RollbackResponse:
+        try:
+            step = await self.pipeline.rollbacks.rollback(request.agent_id, request.task_id, request.decision_id,
+                                                          current_principal())
+        except AeclError as e:
+            await abort(context, e)
+        return pb.RollbackResponse(step=convert.rollback_step(step))
+
+    async def RollbackTask(self, request: pb.RollbackTaskRequest,
+                           context: grpc.aio.ServicerContext) -> pb.RollbackTaskResponse:
+        try:
+            steps = await self.pipeline.rollbacks.rollback_task(request.agent_id, request.task_id,
+                                                                current_principal())
+        except AeclError as e:
+            await abort(context, e)
+        return pb.RollbackTaskResponse(steps=[convert.rollback_step(s) for s in steps])
+
     # -- discovery: reads of the policy in force --------------------------
     # They decide and change nothing, so an answer is not logged: it is a
     # function of the policy revision, whose every change is logged already

@@ -39,6 +39,8 @@ METHODS: dict[str, tuple[type[Message], type[Message]]] = {
     "GetAgentPermissions": (pb.GetAgentPermissionsRequest, pb.GetAgentPermissionsResponse),
     "GetExecution": (pb.GetExecutionRequest, pb.GetExecutionResponse),
     "WaitForExecution": (pb.WaitForExecutionRequest, pb.WaitForExecutionResponse),
+    "Rollback": (pb.RollbackRequest, pb.RollbackResponse),
+    "RollbackTask": (pb.RollbackTaskRequest, pb.RollbackTaskResponse),
 }
 # The methods whose responses are a server stream.
 STREAMING = frozenset({"WaitForExecution"})

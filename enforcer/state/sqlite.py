@@ -140,7 +140,7 @@ _APPROVAL_COLUMNS = ("approval_id, task_id, decision_id, action_name, created_at
 # The fixed part of an approval, kept as one JSON document (`context`).
 _APPROVAL_CONTEXT = ("args", "args_digest", "principal", "reason", "gate", "rule", "risk_score", "risk_flags",
                      "risk_weights", "policy_revision", "untrusted_input_source", "triggering_input",
-                     "idempotency_key", "declared_goal", "history")
+                     "idempotency_key", "declared_goal", "history", "kind", "compensation_of")
 
 
 class SqliteStateStore:

@@ -48,7 +48,7 @@ ApprovalStatus = Literal["pending", "approved", "rejected", "expired", "cancelle
 # compare-and-swap. Final statuses go nowhere.
 APPROVAL_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"approved", "rejected", "expired", "cancelled"}),
-    "approved": frozenset({"executing", "failed", "cancelled"}),
+    "approved": frozenset({"executing", "executed", "failed", "cancelled"}),
     "executing": frozenset({"executed", "failed"}),
 }
 FINAL_APPROVAL_STATUSES = frozenset({"rejected", "expired", "cancelled", "executed", "failed"})
@@ -122,6 +122,13 @@ class Approval:
     idempotency_key: str = ""
     declared_goal: str = ""
     history: tuple[dict[str, Any], ...] = ()
+    # call: an escalated call, run once approved. compensation: a rollback
+    # step the policy escalated, run (as a compensation) once approved.
+    # manual: an irreversible execution a human must undo by hand; approving
+    # says it was handled, and runs nothing.
+    kind: Literal["call", "compensation", "manual"] = "call"
+    # For compensation and manual: the decision_id of the execution undone.
+    compensation_of: str = ""
     # Changed by transitions:
     approver: Principal | None = None
     comment: str = ""

@@ -19,14 +19,17 @@ reasons[sprintf("action '%s' always requires approval", [input.action.name])] :=
 }
 
 reasons[sprintf("risk score %v is above the approval floor %v", [risk.score, hitl.risk_floor])] := ttl if {
+	not input.compensation
 	risk.score > hitl.risk_floor
 	ttl := hitl.risk_floor_ttl_seconds
 }
 
-# Nothing can undo it, so a human must say yes first.
+# Nothing can undo it, so a human must say yes first. (A compensation is
+# the undo itself: the execution it reverses was decided already.)
 reasons[sprintf("tool '%s' is irreversible and has no compensating action", [input.action.name])] := ttl if {
+	not input.compensation
 	input.tool.irreversible == true
-	not input.tool.compensating_action
+	not compensable
 	ttl := hitl.default_ttl_seconds
 }
 
@@ -43,7 +46,10 @@ reason := concat("; ", sort([r | some r; reasons[r]]))
 
 rule := "hitl.route" if hitl.routes[input.action.name]
 
-else := "hitl.risk_floor" if risk.score > hitl.risk_floor
+else := "hitl.risk_floor" if {
+	not input.compensation
+	risk.score > hitl.risk_floor
+}
 
 else := "hitl.irreversible_uncompensated"
 
@@ -63,3 +69,7 @@ approved_reason := sprintf("approved by %s (approval %s), escalated first by %s"
 	input.approval.approval_id,
 	input.approval.rule,
 ])
+
+# The registry names a compensating tool (the enforcer sends null when it
+# names none: `not input.tool.compensating_action` would not see that).
+compensable if is_string(input.tool.compensating_action)

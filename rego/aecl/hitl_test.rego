@@ -90,3 +90,10 @@ test_allow_default_expiry_without_configuration if {
 	t := hitl.ttl_for_other_gates with input as call("x", plain, false) with data.aecl.config as {}
 	t == 3600
 }
+
+test_escalate_irreversible_when_the_registry_sends_a_null_compensation if {
+	i := call("send_email", object.union(plain, {"irreversible": true, "compensating_action": null}), false)
+	hitl.escalate with input as i with data.aecl.config as config
+	r := hitl.rule with input as i with data.aecl.config as config
+	r == "hitl.irreversible_uncompensated"
+}

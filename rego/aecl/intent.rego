@@ -21,6 +21,9 @@ default allow := false
 
 allow if input.tool.access == "read"
 
+# A compensation undoes one of the task's own executions: within its intent by construction.
+allow if input.compensation
+
 allow if {
 	input.tool.access == "write"
 	in_scope

@@ -12,6 +12,10 @@ allow if {
 	not expired
 }
 
+# Undoing what the task did is not one of its calls: neither its budget nor
+# its end stops a rollback.
+allow if input.compensation
+
 # The deadline in whole seconds: under OPA, %v prints a float such as
 # 1700001200.0 as 1.7000012e+09, and whether a time arrives as 1700001200.0
 # or 1700001200 depends on the JSON it travelled through (the audit log's

@@ -95,6 +95,11 @@ verdict := result("block", "identity", identity.rule, identity.reason) if {
 } else := result("escalate", "risk", "risk.over_threshold", risk.reason) if {
 	risk.escalate
 } else := result(
+	"approve", "rollback", "rollback.compensation",
+	sprintf("compensation of %s (%s): every blocking gate passed", [input.compensation.of, input.compensation.tool]),
+) if {
+	input.compensation
+} else := result(
 	"approve", "risk", "risk.within_threshold",
 	sprintf("all gates passed; risk score %v within threshold %v", [risk.score, risk.threshold]),
 )

@@ -395,3 +395,59 @@ test_escalate_still_while_the_approval_is_pending if {
 		with data.aecl.extensions as no_extensions
 	d.outcome == "escalate"
 }
+
+# -- compensations (the rollback engine undoing an execution of the task) ------
+
+reverse_tool := {
+	"access": "write", "irreversible": true, "affects_production": true,
+	"bulk_operation": false, "compensating_action": null,
+}
+
+compensation(agent, name, calls) := object.union(
+	call(agent, name, reverse_tool, {"transfer_id": "tr_1"}, false, calls),
+	{"compensation": {"of": "dec_1", "tool": "transfer_funds"}},
+)
+
+test_allow_a_compensation_the_agent_may_not_call_itself if {
+	d := main.decision with input as compensation("finance_agent_v2", "delete_record", 0)
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "approve"
+	d.rule == "rollback.compensation"
+	d.reason == "compensation of dec_1 (transfer_funds): every blocking gate passed"
+}
+
+test_allow_a_compensation_after_the_budget_and_without_a_human if {
+	d := main.decision with input as compensation("finance_agent_v2", "reverse_transfer", 50)
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "approve"
+	"irreversible" in d.risk_flags
+}
+
+test_deny_a_compensation_by_an_agent_that_may_not_roll_back if {
+	no_rollback := object.union(config, {"agents": {"finance_agent_v2": {"may_roll_back": false}}})
+	d := main.decision with input as compensation("finance_agent_v2", "reverse_transfer", 0)
+		with data.aecl.config as no_rollback
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.rule == "allowlist.rollback_not_allowed"
+	d.reason == "agent 'finance_agent_v2' may not roll back (may_roll_back: false)"
+}
+
+test_deny_a_compensation_of_an_unknown_agent if {
+	d := main.decision with input as compensation("rogue", "reverse_transfer", 0)
+		with data.aecl.config as config
+		with data.aecl.extensions as no_extensions
+	d.outcome == "block"
+	d.rule == "allowlist.unknown_agent"
+}
+
+test_escalate_a_compensation_an_extension_escalates if {
+	ext := {"careful": {"escalate": {"rollbacks of payments need a second look"}}}
+	d := main.decision with input as compensation("finance_agent_v2", "reverse_transfer", 0)
+		with data.aecl.config as config
+		with data.aecl.extensions as ext
+	d.outcome == "escalate"
+	d.gate == "extensions"
+}

@@ -7,7 +7,12 @@ import rego.v1
 
 default escalate := false
 
-escalate if score > threshold
+# A compensation undoes an execution that was decided (and, if risky,
+# approved) already: its own score is explained, never a reason to wait.
+escalate if {
+	not input.compensation
+	score > threshold
+}
 
 # An agent without a threshold escalates everything it is allowed to do.
 default threshold := 0

@@ -33,7 +33,7 @@ AGENTS = {
     **load_agents(EXAMPLES / "agents"),
     "ops_agent": AgentManifest(agent_id="ops_agent", auto_approve_threshold=0.3,
                                allowed_actions=["transfer_funds", "modify_iam_policy", "bulk_export",
-                                                "read_invoice", "delete_record", *EXTRA_TOOLS]),
+                                                "read_invoice", "delete_record", "send_email", *EXTRA_TOOLS]),
 }
 POLICY = PolicyConfig(rego_dir=REPO / "rego")
 
@@ -106,7 +106,7 @@ TABLE = [
      "approve", "risk", "risk score 0.3 within threshold 0.3"),
     ("hitl_route", policy_input("modify_iam_policy", agent="ops_agent", goal="modify iam policy"),
      "escalate", "hitl", "action 'modify_iam_policy' always requires approval"),
-    ("hitl_irreversible_uncompensated", policy_input("delete_record", agent="ops_agent", goal="delete record"),
+    ("hitl_irreversible_uncompensated", policy_input("send_email", agent="ops_agent", goal="send email"),
      "escalate", "hitl", "irreversible and has no compensating action"),
     ("hitl_route_and_floor", policy_input("transfer_funds", {"amount": 100000}, agent="ops_agent",
                                           goal="transfer funds", untrusted=True),
@@ -189,7 +189,8 @@ def test_both_engines_score_the_untrusted_large_transfer_at_least_0_7(engines):
     for engine in engines:
         d = parse_decision(engine.evaluate(doc), revision="r", decision_id="d")
         assert d.risk_score >= 0.7
-        assert set(d.risk_flags) == {"large_amount", "irreversible", "affects_production", "untrusted_input"}
+        # transfer_funds is compensable (reverse_transfer): not irreversible.
+        assert set(d.risk_flags) == {"large_amount", "affects_production", "untrusted_input"}
 
 
 def test_stopped_opa_is_unavailable(policy_set):
