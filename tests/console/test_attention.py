@@ -94,3 +94,31 @@ def test_property_every_item_has_a_reason_and_nothing_harmless_is_listed(calls) 
         assert i.why in ("unknown_outcome", "failed_write") and i.source == "log" and i.seq is not None
         if i.why == "failed_write":
             assert i.tool in WRITE
+
+
+def step(outcome: str, of: str = "dec_1", at: str = "2026-12-01T11:00:00.000000Z"):
+    from enforcer.audit.records import RollbackRecord
+    return RollbackRecord(timestamp=at, agent_id="a", task_id="tsk_1", rpc="Rollback", action_name="update_record",
+                          outcome=outcome, reason=outcome, original_decision_id=of, compensation_tool="restore_record",
+                          error="upstream 503" if outcome == "rollback_failed" else "")
+
+
+def test_an_unknown_outcome_logged_as_such_needs_attention_until_it_is_rolled_back() -> None:
+    unknown = ExecutionRecord(timestamp="2026-12-01T10:00:00.000000Z", agent_id="a", task_id="tsk_1", rpc="Recover",
+                              action_name="update_record", outcome="unknown", reason="service stopped",
+                              decision_id="dec_1", cause="service_stopped")
+    assert [i.why for i in select_attention(entries(unknown), [], WRITE)] == ["unknown_outcome"]
+    assert select_attention(entries(unknown, step("started"), step("success")), [], WRITE) == []
+
+
+def test_a_parked_rollback_needs_attention_until_a_retry_succeeds() -> None:
+    got = select_attention(entries(step("started"), step("rollback_failed")), [], WRITE)
+    assert [(i.why, i.tool, i.reason, i.cause) for i in got] == [
+        ("rollback_failed", "update_record", "upstream 503", "restore_record")]
+    assert select_attention(entries(step("rollback_failed"), step("started"), step("success")), [], WRITE) == []
+
+
+def test_a_compensations_own_failed_attempts_are_its_steps_story_not_items() -> None:
+    attempt = ExecutionRecord(timestamp="2026-12-01T10:00:00.000000Z", agent_id="a", task_id="tsk_1", rpc="Rollback",
+                              action_name="restore_record", outcome="failed", reason="503")
+    assert select_attention(entries(attempt), [], WRITE | {"restore_record"}) == []
