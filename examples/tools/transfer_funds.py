@@ -1,6 +1,7 @@
 """Tool: move money to a vendor. Input: {"vendor": "V-221", "amount": 100000,
 "currency": "EUR", "reference": "..."}: amount in minor units. Through the
-payments connector, which adds the payments API key outside the sandbox."""
+payments connector, which adds the payments API key outside the sandbox.
+Output: the transfer, plus rollback_token: its transfer id (reverse_transfer)."""
 import os
 import sys
 
@@ -10,4 +11,5 @@ from _connector import args, call, done  # noqa: E402
 a = args()
 body = {"vendor": a["vendor"], "amount": a["amount"], "currency": a.get("currency", "EUR"),
         "reference": a.get("reference", "")}
-done(call("POST", "http://payments/transfers", body))
+transfer = call("POST", "http://payments/transfers", body)
+done({**transfer, "rollback_token": transfer["transfer_id"]})

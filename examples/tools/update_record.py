@@ -1,5 +1,6 @@
 """Tool: update a finance record's fields. Input: {"record_id": "INV-1001", "fields": {...}}.
-The records service keeps a snapshot of the previous version (its id is in the answer)."""
+The records service keeps a snapshot of the previous version. Output: the
+record, plus rollback_token: that snapshot's id (restore_record puts it back)."""
 import os
 import sys
 import urllib.parse
@@ -9,4 +10,5 @@ from _connector import args, call, done  # noqa: E402
 
 a = args()
 rid = urllib.parse.quote(a["record_id"], safe="")
-done(call("PATCH", f"http://records/records/{rid}", {"fields": a["fields"]}))
+record = call("PATCH", f"http://records/records/{rid}", {"fields": a["fields"]})
+done({**record, "rollback_token": record["snapshot_id"]})

@@ -59,6 +59,7 @@ class Request:
     query: dict[str, list[str]]
     headers: Any  # http.client.HTTPMessage: case-insensitive .get()
     body: Any  # the parsed JSON object, or None for routes that take no body
+    client: str = ""  # the client's IP address
 
 
 def now() -> str:
@@ -111,6 +112,28 @@ def want_int(value: Any, name: str, *, minimum: int | None = None, maximum: int 
     return value
 
 
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+_KEY_HINT = "1 to 255 printable ASCII characters without spaces"
+
+
+def header_idempotency_key(req: Request) -> str | None:
+    """The request's Idempotency-Key header, checked; None without one."""
+    key = req.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise HTTPError(400, f"Idempotency-Key must be {_KEY_HINT}")
+    return key
+
+
+def query_idempotency_key(req: Request) -> str | None:
+    """?idempotency_key=K, checked; None when the query does not name one."""
+    values = req.query.get("idempotency_key")
+    if values is None:
+        return None
+    if len(values) != 1 or not IDEMPOTENCY_KEY_RE.fullmatch(values[0]):
+        raise HTTPError(400, f"idempotency_key must be given once: {_KEY_HINT}")
+    return values[0]
+
+
 def want_object(value: Any, name: str, *, max_keys: int = 100) -> dict:
     if not isinstance(value, dict):
         raise HTTPError(400, f"{name} must be a JSON object")
@@ -153,8 +176,12 @@ def parse_json(raw: bytes) -> Any:
 class Database:
     """One SQLite file in WAL mode; a fresh connection per transaction."""
 
-    def __init__(self, path: str | Path, schema: list[str], seed: Callable[[sqlite3.Connection], None] | None = None):
+    def __init__(self, path: str | Path, schema: list[str], seed: Callable[[sqlite3.Connection], None] | None = None,
+                 migrations: list[str] = ()):
+        """schema is version 1; migrations[i] takes version i+1 to i+2 (a new
+        database gets the schema, the seed, then every migration)."""
         self.path = str(path)
+        latest = 1 + len(migrations)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
         try:
@@ -170,9 +197,12 @@ class Database:
                     conn.execute(statement)
                 if seed:
                     seed(conn)
-                conn.execute("PRAGMA user_version = 1")
-            elif version != 1:
-                raise RuntimeError(f"{self.path}: schema version {version}, this service knows 1")
+                version = 1
+            elif version > latest:
+                raise RuntimeError(f"{self.path}: schema version {version}, this service knows {latest}")
+            for statement in migrations[version - 1:]:  # an older database: upgraded in place, in this transaction
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {latest}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -203,6 +233,128 @@ class Database:
         return self._transaction("BEGIN")
 
 
+# ---- test-only fault injection (loopback clients only)
+
+
+@dataclass
+class Fault:
+    """The next `times` requests matching method and path_prefix misbehave:
+    without commit, after delay_s they get `status` and nothing is done;
+    with commit, the request is served (a write commits) and only the answer
+    is delayed by delay_s, so a client that times out never learns it happened."""
+
+    method: str  # "*" matches any
+    path_prefix: str
+    times: int = 1
+    status: int = 503
+    delay_s: float = 0.0
+    commit: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in ("*", method) and path.startswith(self.path_prefix)
+
+    def view(self) -> dict:
+        return {"method": self.method, "path_prefix": self.path_prefix, "times": self.times, "status": self.status,
+                "delay_s": self.delay_s, "commit": self.commit}
+
+
+MAX_FAULT_DELAY = 30.0
+CONTROL_PREFIX = "/_control/"
+_METHODS = ("*", "GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def parse_fault(body: dict) -> Fault:
+    check_fields(body, required=("path_prefix",), optional=("method", "times", "status", "delay_s", "commit"))
+    method = body.get("method", "*")
+    if method not in _METHODS:
+        raise HTTPError(400, f"method must be one of {', '.join(_METHODS)}")
+    prefix = want_str(body["path_prefix"], "path_prefix", max_len=200)
+    if not prefix.startswith("/") or prefix.startswith(CONTROL_PREFIX):
+        raise HTTPError(400, f"path_prefix must start with / and not with {CONTROL_PREFIX}")
+    times = want_int(body.get("times", 1), "times", minimum=1, maximum=1000)
+    status = want_int(body.get("status", 503), "status", minimum=400, maximum=599)
+    delay = body.get("delay_s", 0)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_FAULT_DELAY:
+        raise HTTPError(400, f"delay_s must be a number of seconds from 0 to {MAX_FAULT_DELAY:g}")
+    commit = body.get("commit", False)
+    if not isinstance(commit, bool):
+        raise HTTPError(400, "commit must be true or false")
+    if commit and not delay:
+        raise HTTPError(400, "commit: true needs a delay_s (the answer is what is delayed)")
+    if commit and "status" in body:
+        raise HTTPError(400, "commit: true sends the real answer late; it takes no status")
+    return Fault(method, prefix, times, status, float(delay), commit)
+
+
+class Faults:
+    """The armed faults of one service, in the order they were added."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self.cleared = threading.Event()  # wakes delayed requests early on DELETE
+
+    def add(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+            self.cleared.clear()
+
+    def clear(self) -> int:
+        with self._lock:
+            n, self._faults = len(self._faults), []
+            self.cleared.set()
+            return n
+
+    def views(self) -> list[dict]:
+        with self._lock:
+            return [f.view() for f in self._faults]
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The first armed fault matching this request, used up once."""
+        if path.startswith(CONTROL_PREFIX):
+            return None
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return Fault(**{**fault.view(), "times": 1})
+        return None
+
+    def wait(self, fault: Fault) -> None:
+        if fault.delay_s:
+            self.cleared.wait(fault.delay_s)
+
+
+def _is_loopback(address: str) -> bool:
+    return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
+
+
+def _add_control_routes(app: App) -> None:
+    def loopback_only(req: Request) -> None:
+        if not _is_loopback(req.client):
+            raise HTTPError(403, "the fault control answers loopback clients only")
+
+    @app.route("GET", "/_control/faults")
+    def list_faults(req):
+        loopback_only(req)
+        return {"faults": app.faults.views()}
+
+    @app.route("POST", "/_control/faults", body="required")
+    def add_fault(req):
+        loopback_only(req)
+        fault = parse_fault(req.body)
+        app.faults.add(fault)
+        log(f"{now()} {app.name} fault armed: {dumps(fault.view())}")
+        return Response(201, {"armed": fault.view(), "faults": app.faults.views()})
+
+    @app.route("DELETE", "/_control/faults")
+    def clear_faults(req):
+        loopback_only(req)
+        return {"cleared": app.faults.clear(), "faults": []}
+
+
 # ---- routing and HTTP
 
 
@@ -221,6 +373,8 @@ class App:
         self.db = db
         self.routes: list[Route] = []
         self.authorize: Callable[[Any], None] | None = None  # raises HTTPError(401) for non-public routes
+        self.faults = Faults()  # test-only: POST/GET/DELETE /_control/faults (loopback; authorized like the rest)
+        _add_control_routes(self)
 
     def route(self, method: str, path: str, *, body: str | None = None, public: bool = False):
         """Register fn for `method path`; `{name}` in path is one segment."""
@@ -265,6 +419,7 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self):
             start = time.perf_counter()
+            self._late: Fault | None = None
             try:
                 resp = self._dispatch()
                 if not isinstance(resp, Response):
@@ -274,6 +429,8 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             except Exception:  # noqa: BLE001 - any bug is a 500 with its traceback on stderr
                 log(f"{app.name}: internal error on {self.command} {_printable(self.path)}\n{traceback.format_exc()}")
                 resp = Response(500, {"error": "internal error"})
+            if self._late is not None:  # an injected fault: what was done stays done, the answer comes late
+                app.faults.wait(self._late)
             self._send(resp, start)
 
         def _read_body(self) -> bytes:
@@ -308,6 +465,14 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
             route, params = app.match(self.command, url.path)
             if not route.public and app.authorize:
                 app.authorize(self.headers)
+            fault = app.faults.take(self.command, url.path)
+            if fault is not None:
+                log(f"{now()} {app.name} injected fault on {self.command} {_printable(url.path)}: {dumps(fault.view())}")
+                if fault.commit:
+                    self._late = fault  # served now, answered after the delay
+                else:
+                    app.faults.wait(fault)
+                    raise HTTPError(fault.status, f"injected fault: {fault.status}", code="injected_fault")
             body = None
             if raw:
                 if route.body is None:
@@ -321,7 +486,8 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 raise HTTPError(400, "this endpoint needs a JSON object body")
             elif route.body == "optional":
                 body = {}
-            req = Request(self.command, url.path, params, parse_qs(url.query), self.headers, body)
+            query = parse_qs(url.query, keep_blank_values=True)
+            req = Request(self.command, url.path, params, query, self.headers, body, self.client_address[0])
             return route.fn(req)
 
         def _send(self, resp: Response, start: float) -> None:

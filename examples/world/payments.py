@@ -9,6 +9,9 @@ POSTs honour an `Idempotency-Key` header: the same key with the same body
 replays the first result (same status and body, header Idempotent-Replayed:
 true), with another body it is 422, while the first is still in flight 409.
 Requests that fail input validation (400) are not recorded against the key.
+A transfer keeps the Idempotency-Key it was made under: `GET /transfers?idempotency_key=K`
+lists the transfers made under K (none: the request never happened, or is
+still in flight: 409), so a compensation can find what a timed-out call did.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import common as w
 
 MAX_AMOUNT = 10**12
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY_RE = w.IDEMPOTENCY_KEY_RE
 
 SCHEMA = [
     """CREATE TABLE accounts (
@@ -52,6 +55,12 @@ SCHEMA = [
         key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
         state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
         status INTEGER, response TEXT, created_at TEXT NOT NULL)""",
+]
+
+# Version 1 is SCHEMA; each migration takes the database one version up.
+MIGRATIONS = [
+    "ALTER TABLE transfers ADD COLUMN idempotency_key TEXT",  # the Idempotency-Key of the POST that made it
+    "CREATE INDEX transfers_by_idempotency_key ON transfers (idempotency_key)",
 ]
 
 # Operating accounts pay; each vendor has an account that receives.
@@ -96,7 +105,7 @@ def move(conn, account_id: str, delta: int, transfer_id: str, kind: str, at: str
 
 def build(args) -> w.App:
     key = read_key(Path(args.api_key_file))
-    db = w.Database(args.db, SCHEMA, seed)
+    db = w.Database(args.db, SCHEMA, seed, MIGRATIONS)
     with db.write() as conn:
         # A claim left by a process that died before finishing: its work never
         # committed (the work and the result are one transaction), so free the key.
@@ -221,15 +230,34 @@ def build(args) -> w.App:
             if payer is None or payer["balance"] < amount:
                 raise w.HTTPError(422, f"insufficient funds in {currency}", code="insufficient_funds")
             transfer_id, at = w.new_id("tr"), w.now()
-            conn.execute("INSERT INTO transfers VALUES (?, ?, ?, ?, ?, ?, ?, 'completed', ?, NULL)",
+            conn.execute("INSERT INTO transfers (transfer_id, vendor_id, from_account, to_account, amount, currency,"
+                         " reference, status, created_at, reversed_at, idempotency_key)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, 'completed', ?, NULL, ?)",
                          (transfer_id, vendor_id, payer["account_id"], vendor["account_id"], amount, currency,
-                          reference, at))
+                          reference, at, req.headers.get("Idempotency-Key")))
             move(conn, payer["account_id"], -amount, transfer_id, "transfer", at)
             move(conn, vendor["account_id"], amount, transfer_id, "transfer", at)
             row = conn.execute("SELECT * FROM transfers WHERE transfer_id = ?", (transfer_id,)).fetchone()
             return w.Response(201, transfer_view(row))
 
         return idempotent(req, work)
+
+    @app.route("GET", "/transfers")
+    def find_transfers(req):
+        """The transfers made under ?idempotency_key=K (oldest first), or the latest 100."""
+        key = w.query_idempotency_key(req)
+        if key is None:
+            with db.read() as conn:
+                rows = conn.execute("SELECT * FROM transfers ORDER BY created_at DESC, rowid DESC LIMIT 100").fetchall()
+            return {"transfers": [transfer_view(r) for r in reversed(rows)]}
+        with db.read() as conn:
+            claim = conn.execute("SELECT state FROM idempotency WHERE key = ?", (key,)).fetchone()
+            rows = conn.execute("SELECT * FROM transfers WHERE idempotency_key = ? ORDER BY created_at, rowid",
+                                (key,)).fetchall()
+        if claim is not None and claim["state"] == "in_flight":
+            raise w.HTTPError(409, "a request with this Idempotency-Key is still in flight; ask again later",
+                              code="idempotency_in_flight")
+        return {"idempotency_key": key, "key_used": claim is not None, "transfers": [transfer_view(r) for r in rows]}
 
     @app.route("GET", "/transfers/{transfer_id}")
     def get_transfer(req):

@@ -7,6 +7,10 @@ record as it was and returns its `snapshot_id`; `POST /records/{id}/restore`
 with that id puts the record back (a snapshot of "no record yet" restores
 to no record). An update merges `fields` into the record; a null value
 removes that field. Seeded with INV-1001 and INV-1002 (amounts in minor units).
+A snapshot remembers the Idempotency-Key header of the write that took it:
+`GET /records/{id}/snapshots?idempotency_key=K` lists the snapshots the writes
+under K took (oldest first: the first is the state before them), so a
+compensation can undo a write whose answer it never saw.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ SCHEMA = [
         snapshot_id TEXT PRIMARY KEY, record_id TEXT NOT NULL, version INTEGER NOT NULL,
         fields TEXT, taken_before TEXT NOT NULL, created_at TEXT NOT NULL)""",
     "CREATE INDEX snapshots_by_record ON snapshots (record_id, created_at)",
+]
+
+# Version 1 is SCHEMA; each migration takes the database one version up.
+MIGRATIONS = [
+    "ALTER TABLE snapshots ADD COLUMN idempotency_key TEXT",  # the Idempotency-Key of the write that took it
+    "CREATE INDEX snapshots_by_idempotency_key ON snapshots (idempotency_key)",
 ]
 
 SEED = {
@@ -54,19 +64,27 @@ def want_fields(value, *, allow_null: bool) -> dict:
 
 
 def build(args) -> w.App:
-    db = w.Database(args.db, SCHEMA, seed)
+    db = w.Database(args.db, SCHEMA, seed, MIGRATIONS)
     app = w.App("records", db)
 
     def current(conn, record_id: str):
         return conn.execute("SELECT * FROM records WHERE record_id = ?", (record_id,)).fetchone()
 
-    def snapshot(conn, record_id: str, row, before: str) -> str:
-        """Keep the record as it is now (a deleted or unknown one: no fields) and name the snapshot."""
+    def snapshot(conn, record_id: str, row, before: str, key: str | None) -> str:
+        """Keep the record as it is now (a deleted or unknown one: no fields) and name the snapshot;
+        key is the Idempotency-Key of the write about to happen."""
         snapshot_id = w.new_id("snap")
-        conn.execute("INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO snapshots (snapshot_id, record_id, version, fields, taken_before, created_at,"
+                     " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                      (snapshot_id, record_id, row["version"] if row else 0,
-                      row["fields"] if row else None, before, w.now()))
+                      row["fields"] if row else None, before, w.now(), key))
         return snapshot_id
+
+    def snapshot_view(snap) -> dict:
+        return {"snapshot_id": snap["snapshot_id"], "record_id": snap["record_id"], "version": snap["version"],
+                "fields": None if snap["fields"] is None else json.loads(snap["fields"]),
+                "taken_before": snap["taken_before"], "created_at": snap["created_at"],
+                "idempotency_key": snap["idempotency_key"]}
 
     def put(conn, record_id: str, row, fields: dict | None) -> int:
         """Write fields (None deletes); the new version number."""
@@ -95,6 +113,7 @@ def build(args) -> w.App:
 
     @app.route("POST", "/records", body="required")
     def create(req):
+        key = w.header_idempotency_key(req)
         w.check_fields(req.body, required=("record_id", "fields"))
         record_id = w.want_id(req.body["record_id"], "record_id")
         fields = want_fields(req.body["fields"], allow_null=False)
@@ -102,7 +121,7 @@ def build(args) -> w.App:
             row = current(conn, record_id)
             if live(row):
                 raise w.HTTPError(409, f"record {record_id} already exists", code="exists")
-            snapshot_id = snapshot(conn, record_id, row, "create")
+            snapshot_id = snapshot(conn, record_id, row, "create", key)
             version = put(conn, record_id, row, fields)
         return w.Response(201, {"record_id": record_id, "fields": fields, "version": version,
                                 "snapshot_id": snapshot_id})
@@ -119,6 +138,7 @@ def build(args) -> w.App:
 
     @app.route("PATCH", "/records/{record_id}", body="required")
     def update(req):
+        key = w.header_idempotency_key(req)
         record_id = w.want_id(req.params["record_id"], "record id")
         w.check_fields(req.body, required=("fields",))
         changes = want_fields(req.body["fields"], allow_null=True)
@@ -129,30 +149,32 @@ def build(args) -> w.App:
             if not live(row):
                 raise w.HTTPError(404, f"no record {record_id}")
             fields = json.loads(row["fields"])
-            for key, value in changes.items():
+            for name, value in changes.items():
                 if value is None:
-                    fields.pop(key, None)
+                    fields.pop(name, None)
                 else:
-                    fields[key] = value
+                    fields[name] = value
             if len(fields) > 100:
                 raise w.HTTPError(400, "a record holds at most 100 fields")
-            snapshot_id = snapshot(conn, record_id, row, "update")
+            snapshot_id = snapshot(conn, record_id, row, "update", key)
             version = put(conn, record_id, row, fields)
         return {"record_id": record_id, "fields": fields, "version": version, "snapshot_id": snapshot_id}
 
     @app.route("DELETE", "/records/{record_id}")
     def delete(req):
+        key = w.header_idempotency_key(req)
         record_id = w.want_id(req.params["record_id"], "record id")
         with db.write() as conn:
             row = current(conn, record_id)
             if not live(row):
-                raise w.HTTPError(404, f"no record {record_id}")
-            snapshot_id = snapshot(conn, record_id, row, "delete")
+                raise w.HTTPError(404, f"no record {record_id}", code="no_record")
+            snapshot_id = snapshot(conn, record_id, row, "delete", key)
             version = put(conn, record_id, row, None)
         return {"record_id": record_id, "deleted": True, "version": version, "snapshot_id": snapshot_id}
 
     @app.route("POST", "/records/{record_id}/restore", body="required")
     def restore(req):
+        key = w.header_idempotency_key(req)
         record_id = w.want_id(req.params["record_id"], "record id")
         w.check_fields(req.body, required=("snapshot_id",))
         wanted = w.want_id(req.body["snapshot_id"], "snapshot_id")
@@ -160,9 +182,9 @@ def build(args) -> w.App:
             snap = conn.execute("SELECT * FROM snapshots WHERE snapshot_id = ? AND record_id = ?",
                                 (wanted, record_id)).fetchone()
             if snap is None:
-                raise w.HTTPError(404, f"record {record_id} has no snapshot {wanted}")
+                raise w.HTTPError(404, f"record {record_id} has no snapshot {wanted}", code="no_snapshot")
             row = current(conn, record_id)
-            snapshot_id = snapshot(conn, record_id, row, "restore")
+            snapshot_id = snapshot(conn, record_id, row, "restore", key)
             fields = None if snap["fields"] is None else json.loads(snap["fields"])
             version = put(conn, record_id, row, fields)
         return {"record_id": record_id, "fields": fields, "deleted": fields is None, "version": version,
@@ -175,9 +197,19 @@ def build(args) -> w.App:
             snap = conn.execute("SELECT * FROM snapshots WHERE snapshot_id = ?", (snapshot_id,)).fetchone()
         if snap is None:
             raise w.HTTPError(404, f"no snapshot {snapshot_id}")
-        return {"snapshot_id": snapshot_id, "record_id": snap["record_id"], "version": snap["version"],
-                "fields": None if snap["fields"] is None else json.loads(snap["fields"]),
-                "taken_before": snap["taken_before"], "created_at": snap["created_at"]}
+        return snapshot_view(snap)
+
+    @app.route("GET", "/records/{record_id}/snapshots")
+    def list_snapshots(req):
+        """The record's snapshots, oldest first; ?idempotency_key=K: only those the writes under K took."""
+        record_id = w.want_id(req.params["record_id"], "record id")
+        key = w.query_idempotency_key(req)
+        sql, params = "SELECT * FROM snapshots WHERE record_id = ?", [record_id]
+        if key is not None:
+            sql, params = sql + " AND idempotency_key = ?", [*params, key]
+        with db.read() as conn:
+            rows = conn.execute(sql + " ORDER BY created_at, rowid", params).fetchall()
+        return {"record_id": record_id, "idempotency_key": key, "snapshots": [snapshot_view(r) for r in rows]}
 
     return app
 
