@@ -56,6 +56,14 @@ def mask(lines: list[str], root: Path) -> list[str]:
     return out
 
 
+def same(got: list[str], expected: list[str]) -> None:
+    """The README's lines and what ran, with a diff when they differ (pytest cuts long list diffs)."""
+    if got != expected:
+        import difflib
+        raise AssertionError("the README differs from what ran:\n" + "\n".join(
+            difflib.unified_diff(expected, got, "README.md", "ran", lineterm="")))
+
+
 def after_ellipsis(expected: list[str]) -> list[str]:
     """A block may start its output with '...': then only what follows is compared
     (with the same number of lines from the end of what ran)."""
@@ -113,7 +121,7 @@ def test_the_walkthrough_prints_what_the_readme_shows(service, tmp_path):
     expected = after_ellipsis(blocks[1][0][1])
     lines = demo.stdout.splitlines()
     got = lines[lines.index(expected[0]):] if expected[0] in lines else lines
-    assert mask(got, tmp_path) == mask(expected, tmp_path)
+    same(mask(got, tmp_path), mask(expected, tmp_path))
 
     # The auditor's blocks, in order; the service stops before the one that
     # needs the checkpoint written at shutdown.

@@ -282,7 +282,7 @@ def test_agent_claims_about_risk_are_ignored(service):
     assert [json.loads(l)["record"]["kind"] for l in service.log_lines()[before:]] == ["rejected"]
     d = decide(service, task, "transfer_funds", args)
     assert d.outcome == pb.OUTCOME_ESCALATE
-    assert {"irreversible", "affects_production", "large_amount"} <= set(d.risk_flags)
+    assert {"affects_production", "large_amount"} <= set(d.risk_flags)  # transfer_funds is compensable
     # A tool whose schema leaves room for extra args: there the claims are ignored.
     d = decide(service, task, "read_invoice", {"invoice_id": "INV-1001", **claims}, untrusted=True)
     assert list(d.risk_flags) == ["untrusted_input"] and d.risk_score > 0
