@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from enforcer.pipeline.payload import args_digest
 from enforcer.pipeline.request import CallRequest, ExecuteResult
 from enforcer.policy.decision import Decision
 from enforcer.state.store import CompensationRecord, IdempotencyRecord, StateStore, StoreTx, Task
+
+log = logging.getLogger(__name__)
 
 # Printable ASCII without spaces, as the IETF draft and Stripe allow.
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -219,6 +222,17 @@ class CallLedger:
             reason="the service stopped while the call ran: its outcome is unknown (roll it back, or check)",
             decision_id=c.decision_id, cause="service_stopped")) for c in running))
         await self.store.unknown_after_restart(now=now)
+
+    async def prune(self, interval_s: float) -> None:
+        """Run until cancelled: forget keys past their retention, every interval."""
+        while True:
+            try:
+                await self.store.prune_idempotency(now=self.clock())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - retried at the next interval
+                log.exception("pruning idempotency keys failed")
+            await asyncio.sleep(interval_s)
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -289,6 +289,8 @@ async def serve(
     await components.pipeline.approvals.recover()
     sweeper = asyncio.get_running_loop().create_task(
         components.pipeline.approvals.sweep(config.approvals.sweep_interval_s), name="aecl-approval-sweeper")
+    pruner = asyncio.get_running_loop().create_task(components.pipeline.ledger.prune(3600),
+                                                    name="aecl-idempotency-pruner")
     if ready is not None:
         ready.set()
     stop = asyncio.Event()
@@ -313,6 +315,7 @@ async def serve(
         if watcher is not None:
             watcher.cancel()
         sweeper.cancel()
+        pruner.cancel()
         log.info("shutting down")
         await health_servicer.enter_graceful_shutdown()
         if console is not None:

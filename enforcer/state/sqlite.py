@@ -239,6 +239,13 @@ class SqliteStateStore:
     async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None:
         return self._read(lambda db: _get_idempotency(db, agent_id, task_id, key))
 
+    async def prune_idempotency(self, *, now: float) -> int:
+        async with self.transaction() as tx:
+            n = await tx._exec(lambda db: db.execute(
+                "DELETE FROM idempotency WHERE expires_at <= ? AND status = 'done'", (now,)).rowcount)
+            await tx.commit()
+        return n
+
     async def compensations_of(self, task_id: str) -> list[CompensationRecord]:
         rows = self._read(lambda db: db.execute(
             f"SELECT {_COMPENSATION_COLUMNS} FROM compensations WHERE task_id = ? ORDER BY seq", (task_id,)).fetchall())

@@ -19,7 +19,10 @@ when that append fails:
      executed, failed)
   (next issues)
   idempotency key claimed   the call's decision           the decision's append
+  idempotency result saved  the call's execution          its append (or the block/escalation's)
   compensation registered   the call's decision           the decision's append
+  compensation outcome      the call's execution          its append
+  rollback step status      a `rollback` entry            its append (a compare-and-swap)
   task / agent revoked      revocation                    its append
 
 If the commit itself fails after the append, the log explains something the
@@ -361,6 +364,11 @@ class StateStore(Protocol):
     async def list_revocations(self) -> list[Revocation]: ...
 
     async def get_idempotency(self, agent_id: str, task_id: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def prune_idempotency(self, *, now: float) -> int:
+        """Forget the keys whose retention ended (their task's end plus
+        idempotency.retention_s); a repeat after that is a new call."""
+        ...
 
     async def compensations_of(self, task_id: str) -> list[CompensationRecord]:
         """The task's executions of write tools, oldest first."""

@@ -208,3 +208,20 @@ def test_a_corrupt_database_file_is_a_store_error_naming_it(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match=str(path)):
         SqliteStateStore(path)
+
+
+def test_idempotency_keys_are_kept_until_their_retention_ends(make_store):
+    from enforcer.state.store import IdempotencyRecord
+    store = make_store()
+
+    async def go():
+        await create(store, task("tsk_k"))
+        async with store.transaction() as tx:
+            for key, expires, status in (("old", 50.0, "done"), ("new", 500.0, "done"), ("running", 50.0, "running")):
+                await tx.put_idempotency(IdempotencyRecord("agent_a", "tsk_k", key, "t", "sha256:x", "dec", status,
+                                                           {}, 1.0, expires))
+            await tx.commit()
+        assert await store.prune_idempotency(now=100.0) == 1
+        kept = [k for k in ("old", "new", "running") if await store.get_idempotency("agent_a", "tsk_k", k)]
+        assert kept == ["new", "running"]  # a call still running is never forgotten
+    run(go())
