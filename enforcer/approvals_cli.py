@@ -21,11 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from enforcer.connect import DEFAULT_ADDRESS
+from enforcer.connect import add_connection_options, key_env, role_key
 
-APPROVER_KEY_ENV = "AECL_APPROVER_KEY_FILE"
-# Where `make run` leaves the demo approver's key.
-DEMO_APPROVER_KEY = Path("var/credentials/approver.key")
+APPROVER_KEY_ENV = key_env("approver")
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -164,6 +162,7 @@ def approval_doc(a: Any) -> dict[str, Any]:
         "declared_goal": a.declared_goal, "history": history, "created_at": _time(a.created_at),
         "expires_at": _time(a.expires_at), "approver": _principal(a, "approver"), "comment": a.comment,
         "resolved_at": _time(a.resolved_at, a, "resolved_at"), "result": _result(a), "version": a.version,
+        "kind": a.kind or "call", "compensation_of": a.compensation_of,
     }
 
 
@@ -302,35 +301,13 @@ def watch_line(doc: dict[str, Any], now: float) -> str:
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    """enforcer.connect's options, with an approver's key instead of an administrator's."""
-    p.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
-                   help=f"the service's gRPC address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--approver-key", metavar="FILE",
-                   help=f"file holding an approver API key (default ${APPROVER_KEY_ENV}, else "
-                        f"{DEMO_APPROVER_KEY} when it exists)")
-    p.add_argument("--ca", metavar="FILE", help="CA certificate of the service's TLS certificate (TLS; without "
-                                                "it, plaintext, which the service allows only on loopback)")
-    p.add_argument("--cert", metavar="FILE", help="an approver's client certificate for mTLS (with --key)")
-    p.add_argument("--key", metavar="FILE", help="private key of --cert")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="give up after this long (default 10; `watch` waits for changes without limit)")
+    """enforcer.connect's options, with an approver's key."""
+    add_connection_options(p, "approver", timeout_help="give up after this long (default 10; `watch` waits for "
+                                                       "changes without limit)")
 
 
 def approver_key(args: argparse.Namespace) -> str | None:
-    """The approver's key text, or None (a client certificate may do)."""
-    from enforcer.errors import AeclError
-
-    chosen = args.approver_key or os.environ.get(APPROVER_KEY_ENV)
-    path = Path(chosen) if chosen else (DEMO_APPROVER_KEY if DEMO_APPROVER_KEY.is_file() else None)
-    if path is None:
-        return None
-    try:
-        key = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AeclError(f"--approver-key {path}: {getattr(e, 'strerror', None) or e}") from None
-    if not key:
-        raise AeclError(f"--approver-key {path}: the file is empty")
-    return key
+    return role_key(args, "approver")
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> _Exit:

@@ -1,6 +1,7 @@
 """How the operator CLIs reach a running service: the address, TLS, and the
-administrator's credential. One set of options for `aecl policy
-status/reload` and `aecl admin ...`."""
+credential of a role (an administrator's for `aecl policy status/reload`
+and `aecl admin ...`, an approver's for `aecl approvals ...`). One set of
+options for all of them."""
 
 from __future__ import annotations
 
@@ -9,37 +10,58 @@ import os
 from pathlib import Path
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-ADMIN_KEY_ENV = "AECL_ADMIN_KEY_FILE"
-# Where `make run` leaves the demo administrator's key.
-DEMO_ADMIN_KEY = Path("var/credentials/admin.key")
+ROLE_NAMES = {"admin": "an administrator", "approver": "an approver"}
 
 
-def add_connection_options(p: argparse.ArgumentParser) -> None:
+def key_env(role: str) -> str:
+    """The environment variable naming the role's key file: AECL_ADMIN_KEY_FILE, AECL_APPROVER_KEY_FILE."""
+    return f"AECL_{role.upper()}_KEY_FILE"
+
+
+def demo_key(role: str) -> Path:
+    """Where `make run` leaves the demo principal's key of the role."""
+    return Path(f"var/credentials/{role}.key")
+
+
+ADMIN_KEY_ENV = key_env("admin")
+DEMO_ADMIN_KEY = demo_key("admin")
+
+
+def add_connection_options(p: argparse.ArgumentParser, role: str = "admin", *,
+                           timeout_help: str = "give up after this long (default 10)") -> None:
     p.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
                    help=f"the service's gRPC address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--admin-key", metavar="FILE",
-                   help=f"file holding an administrator API key (default ${ADMIN_KEY_ENV}, else {DEMO_ADMIN_KEY} "
+    p.add_argument(f"--{role}-key", metavar="FILE",
+                   help=f"file holding {ROLE_NAMES[role]} API key (default ${key_env(role)}, else {demo_key(role)} "
                         "when it exists)")
     p.add_argument("--ca", metavar="FILE", help="CA certificate of the service's TLS certificate (TLS; without "
                                                 "it, plaintext, which the service allows only on loopback)")
-    p.add_argument("--cert", metavar="FILE", help="client certificate for mTLS (with --key)")
+    p.add_argument("--cert", metavar="FILE", help=f"{ROLE_NAMES[role]}'s client certificate for mTLS (with --key)")
     p.add_argument("--key", metavar="FILE", help="private key of --cert")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="give up after this long (default 10)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help=timeout_help)
 
 
-def admin_key(args: argparse.Namespace) -> str | None:
-    """The administrator's key text, or None (a client certificate may do)."""
+def role_key(args: argparse.Namespace, role: str = "admin") -> str | None:
+    """The role's key text (--<role>-key, $AECL_<ROLE>_KEY_FILE, or the demo
+    file when it exists), or None (a client certificate may do)."""
     from enforcer.errors import AeclError
 
-    chosen = args.admin_key or os.environ.get(ADMIN_KEY_ENV)
-    path = Path(chosen) if chosen else (DEMO_ADMIN_KEY if DEMO_ADMIN_KEY.is_file() else None)
+    chosen = getattr(args, f"{role}_key") or os.environ.get(key_env(role))
+    default = demo_key(role)
+    path = Path(chosen) if chosen else (default if default.is_file() else None)
     if path is None:
         return None
     try:
-        return path.read_text().strip()
-    except OSError as e:
-        raise AeclError(f"--admin-key {path}: {e.strerror}") from None
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AeclError(f"--{role}-key {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not key:
+        raise AeclError(f"--{role}-key {path}: the file is empty")
+    return key
+
+
+def admin_key(args: argparse.Namespace) -> str | None:
+    return role_key(args, "admin")
 
 
 def channel(args: argparse.Namespace):

@@ -212,7 +212,7 @@ def approval_message(a: Approval) -> pb.Approval:
         declared_goal=a.declared_goal, history=[_history_call(h) for h in a.history],
         created_at=timestamp(a.created_at), expires_at=timestamp(a.expires_at),
         approver=principal_message(a.approver), comment=a.comment, version=a.version,
-        idempotency_key=a.idempotency_key,
+        idempotency_key=a.idempotency_key, kind=a.kind, compensation_of=a.compensation_of,
     )
     if a.resolved_at is not None:
         msg.resolved_at.CopyFrom(timestamp(a.resolved_at))

@@ -49,6 +49,26 @@ MIGRATIONS = [
 ]
 
 
+def replayed(conn, key: str | None, fingerprint: str) -> w.Response | None:
+    """The first answer to this Idempotency-Key, if it was used before (422
+    when it was used for another request); None: a first request."""
+    if key is None:
+        return None
+    seen = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+    if seen is None:
+        return None
+    if seen["fingerprint"] != fingerprint:
+        raise w.HTTPError(422, "this Idempotency-Key was used with a different request", code="idempotency_key_reused")
+    conn.execute("UPDATE idempotency SET duplicates = duplicates + 1 WHERE key = ?", (key,))
+    return w.Response(seen["status"], json.loads(seen["response"]), {"Idempotent-Replayed": "true"})
+
+
+def remember(conn, key: str | None, event_id: str, fingerprint: str, answer: dict) -> None:
+    if key is not None:
+        conn.execute("INSERT INTO idempotency (key, event_id, fingerprint, status, response, created_at)"
+                     " VALUES (?, ?, ?, 200, ?, ?)", (key, event_id, fingerprint, w.dumps(answer), w.now()))
+
+
 def build(args) -> w.App:
     db = w.Database(args.db, SCHEMA, migrations=MIGRATIONS)
     app = w.App("webhooks", db)
@@ -83,21 +103,14 @@ def build(args) -> w.App:
         key = w.header_idempotency_key(req)
         fingerprint = hashlib.sha256(f"{req.method} {req.path}\n{w.dumps(req.body)}".encode()).hexdigest()
         with db.write() as conn:  # one writer at a time: concurrent repeats of a key deliver once
-            if key is not None:
-                seen = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
-                if seen is not None:
-                    if seen["fingerprint"] != fingerprint:
-                        raise w.HTTPError(422, "this Idempotency-Key was used with a different request",
-                                          code="idempotency_key_reused")
-                    conn.execute("UPDATE idempotency SET duplicates = duplicates + 1 WHERE key = ?", (key,))
-                    return w.Response(seen["status"], json.loads(seen["response"]), {"Idempotent-Replayed": "true"})
+            replay = replayed(conn, key, fingerprint)
+            if replay is not None:
+                return replay
             conn.execute("INSERT INTO deliveries (event_id, payload, received_at) VALUES (?, ?, ?)",
                          (event_id, w.dumps(req.body["payload"]), w.now()))
             count = conn.execute("SELECT count(*) FROM deliveries WHERE event_id = ?", (event_id,)).fetchone()[0]
             answer = {"event_id": event_id, "deliveries": count}
-            if key is not None:
-                conn.execute("INSERT INTO idempotency (key, event_id, fingerprint, status, response, created_at)"
-                             " VALUES (?, ?, ?, 200, ?, ?)", (key, event_id, fingerprint, w.dumps(answer), w.now()))
+            remember(conn, key, event_id, fingerprint, answer)
         return answer
 
     @app.route("POST", "/events/{event_id}/retractions", body="optional")
@@ -108,14 +121,9 @@ def build(args) -> w.App:
         key = w.header_idempotency_key(req)
         fingerprint = hashlib.sha256(f"{req.method} {req.path}\n{w.dumps(body)}".encode()).hexdigest()
         with db.write() as conn:
-            if key is not None:
-                seen = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
-                if seen is not None:
-                    if seen["fingerprint"] != fingerprint:
-                        raise w.HTTPError(422, "this Idempotency-Key was used with a different request",
-                                          code="idempotency_key_reused")
-                    conn.execute("UPDATE idempotency SET duplicates = duplicates + 1 WHERE key = ?", (key,))
-                    return w.Response(seen["status"], json.loads(seen["response"]), {"Idempotent-Replayed": "true"})
+            replay = replayed(conn, key, fingerprint)
+            if replay is not None:
+                return replay
             delivered = conn.execute("SELECT count(*) FROM deliveries WHERE event_id = ?", (event_id,)).fetchone()[0]
             if not delivered:
                 answer = {"event_id": event_id, "status": "never_happened", "retractions": 0}
@@ -124,9 +132,7 @@ def build(args) -> w.App:
                              (event_id, str(body.get("reason", ""))[:500], w.now()))
                 n = conn.execute("SELECT count(*) FROM retractions WHERE event_id = ?", (event_id,)).fetchone()[0]
                 answer = {"event_id": event_id, "status": "retracted", "retractions": n}
-            if key is not None:
-                conn.execute("INSERT INTO idempotency (key, event_id, fingerprint, status, response, created_at)"
-                             " VALUES (?, ?, ?, 200, ?, ?)", (key, event_id, fingerprint, w.dumps(answer), w.now()))
+            remember(conn, key, event_id, fingerprint, answer)
         return answer
 
     @app.route("GET", "/events/{event_id}")

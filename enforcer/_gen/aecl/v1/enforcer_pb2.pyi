@@ -428,7 +428,7 @@ class ExecutionResult(_message.Message):
     def __init__(self, status: _Optional[_Union[ExecutionStatus, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., sandbox_id: _Optional[str] = ..., output_truncated: _Optional[bool] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., event_id: _Optional[str] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ("approval_id", "status", "agent_id", "task_id", "tool", "args", "args_digest", "principal", "reason", "gate", "rule", "risk_score", "risk_flags", "risk_weights", "policy_revision", "decision_id", "untrusted_input_source", "triggering_input", "declared_goal", "history", "created_at", "expires_at", "approver", "comment", "resolved_at", "result", "version", "idempotency_key")
+    __slots__ = ("approval_id", "status", "agent_id", "task_id", "tool", "args", "args_digest", "principal", "reason", "gate", "rule", "risk_score", "risk_flags", "risk_weights", "policy_revision", "decision_id", "untrusted_input_source", "triggering_input", "declared_goal", "history", "created_at", "expires_at", "approver", "comment", "resolved_at", "result", "version", "idempotency_key", "kind", "compensation_of")
     class RiskWeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -464,6 +464,8 @@ class Approval(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATION_OF_FIELD_NUMBER: _ClassVar[int]
     approval_id: str
     status: ApprovalStatus
     agent_id: str
@@ -492,7 +494,9 @@ class Approval(_message.Message):
     result: ExecutionResult
     version: int
     idempotency_key: str
-    def __init__(self, approval_id: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., tool: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., args_digest: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., reason: _Optional[str] = ..., gate: _Optional[str] = ..., rule: _Optional[str] = ..., risk_score: _Optional[float] = ..., risk_flags: _Optional[_Iterable[str]] = ..., risk_weights: _Optional[_Mapping[str, float]] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., untrusted_input_source: _Optional[bool] = ..., triggering_input: _Optional[str] = ..., declared_goal: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryCall, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approver: _Optional[_Union[Principal, _Mapping]] = ..., comment: _Optional[str] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., version: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    kind: str
+    compensation_of: str
+    def __init__(self, approval_id: _Optional[str] = ..., status: _Optional[_Union[ApprovalStatus, str]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., tool: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., args_digest: _Optional[str] = ..., principal: _Optional[_Union[Principal, _Mapping]] = ..., reason: _Optional[str] = ..., gate: _Optional[str] = ..., rule: _Optional[str] = ..., risk_score: _Optional[float] = ..., risk_flags: _Optional[_Iterable[str]] = ..., risk_weights: _Optional[_Mapping[str, float]] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., untrusted_input_source: _Optional[bool] = ..., triggering_input: _Optional[str] = ..., declared_goal: _Optional[str] = ..., history: _Optional[_Iterable[_Union[HistoryCall, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approver: _Optional[_Union[Principal, _Mapping]] = ..., comment: _Optional[str] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., version: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., kind: _Optional[str] = ..., compensation_of: _Optional[str] = ...) -> None: ...
 
 class ListApprovalsRequest(_message.Message):
     __slots__ = ("status", "agent_id", "task_id", "page_size", "page_token")
