@@ -72,7 +72,7 @@ def result_doc(r: ExecuteResult) -> dict[str, Any]:
 
 
 def result_from_doc(doc: dict[str, Any], *, event_id: str) -> ExecuteResult:
-    d = dict(doc["decision"])
+    d = dict(doc["decision"])  # every saved result carries its decision (claims too)
     decision = Decision(outcome=d["outcome"], reason=d["reason"], risk_score=d["risk_score"], gate=d["gate"],
                         policy_revision=d["policy_revision"], decision_id=d["decision_id"],
                         risk_flags=tuple(d["risk_flags"]), approval_ttl_seconds=d["approval_ttl_seconds"],
@@ -109,7 +109,9 @@ class CallLedger:
         if req.idempotency_key:
             existing = await tx.get_idempotency(req.agent_id, req.task_id, req.idempotency_key)
             if existing is None:
-                await tx.put_idempotency(self._record(req, task, decision, "running", None))
+                # The decision now: a restart that finds the call still running answers with it.
+                await tx.put_idempotency(self._record(req, task, decision, "running",
+                                                      {"decision": decision.explanation()}))
             else:  # an escalated call's key, now that its approval runs it
                 await tx.finish_idempotency(req.agent_id, req.task_id, req.idempotency_key, status="running",
                                             result=existing.result or {})

@@ -151,12 +151,18 @@ class RollbackEngine:
         if c.rollback_status == "success":
             return await self._final(c, "already_rolled_back", principal, t0, change=False,
                                      reason=f"{c.tool} ({c.decision_id}) was rolled back already")
+        expect: tuple[str | None, ...] = RESTARTABLE
         if c.rollback_status in ("irreversible", "pending_approval"):
-            return await self._final(c, c.rollback_status, principal, t0, change=False, approval_id=c.approval_id,
-                                     reason=f"waiting for a human already (approval {c.approval_id})")
+            a = await self.store.get_approval(c.approval_id)
+            if a is None or not a.final:
+                return await self._final(c, c.rollback_status, principal, t0, change=False,
+                                         approval_id=c.approval_id,
+                                         reason=f"waiting for a human already (approval {c.approval_id})")
+            # Its approval was rejected, expired or cancelled: asking again asks again.
+            expect = (c.rollback_status,)
         if c.rollback_status == "rolling_back":
             raise CallInFlight(f"the rollback of {c.decision_id} ({c.tool}) is already running")
-        if not await self._claim(c, principal, t0):
+        if not await self._claim(c, principal, t0, expect):
             raise CallInFlight(f"the rollback of {c.decision_id} ({c.tool}) was started by another request")
         spec = c.compensation
         if spec is None:
@@ -202,8 +208,6 @@ class RollbackEngine:
                 await asyncio.sleep(wait)
                 wait *= 2
         assert result is not None
-        if self.metrics is not None:
-            self.metrics.rollback_failed.labels(tool=req.tool).inc()
         return await self._final(c, "rollback_failed", principal, t0, compensation_tool=req.tool,
                                  error=result.error or f"the compensation ended {result.status}", attempts=attempts,
                                  output=result.output, decision_id=decision.decision_id)
@@ -309,11 +313,12 @@ class RollbackEngine:
         require_id("task_id", task_id)
         return check_owner(await self.store.get_task(task_id), task_id, agent_id)
 
-    async def _claim(self, c: CompensationRecord, principal: Principal | None, t0: float) -> bool:
+    async def _claim(self, c: CompensationRecord, principal: Principal | None, t0: float,
+                     expect: tuple[str | None, ...] = RESTARTABLE) -> bool:
         entry = self._record(c, "started", principal, t0, reason=f"rolling back {c.tool} ({c.decision_id})",
                              compensation_tool=(c.compensation or {}).get("tool", ""))
         async with self.store.transaction() as tx:
-            if not await tx.set_rollback(c.decision_id, expect=RESTARTABLE, to="rolling_back", now=self.clock()):
+            if not await tx.set_rollback(c.decision_id, expect=expect, to="rolling_back", now=self.clock()):
                 return False
             await self.journal.append(entry)
             await tx.commit()
@@ -334,6 +339,8 @@ class RollbackEngine:
                 await tx.commit()
         else:
             appended = await self.journal.append(entry)
+        if change and status == "rollback_failed" and self.metrics is not None:
+            self.metrics.rollback_failed.labels(tool=compensation_tool or c.tool).inc()
         return StepResult(c.decision_id, c.tool, status, compensation_tool, output, error, attempts, approval_id,
                           appended.event_id)
 

@@ -264,17 +264,23 @@ class SqliteStateStore:
         return [_compensation(x) for x in rows]
 
     async def unknown_after_restart(self, *, now: float) -> tuple[list[CompensationRecord], int]:
-        unknown = json.dumps({"status": "unknown", "output": None, "rollback_token": None, "cause": "unknown",
-                              "error": "the service stopped while the call ran: its outcome is unknown"})
-
+        unknown = {"status": "unknown", "output": None, "rollback_token": None, "cause": "unknown", "approval_id": "",
+                   "sandbox_id": "", "output_truncated": False, "event_id": "",
+                   "error": "the service stopped while the call ran: its outcome is unknown"}
         async with self.transaction() as tx:
             rows = await tx._exec(lambda db: db.execute(
                 f"UPDATE compensations SET outcome = 'unknown', updated_at = ? WHERE outcome = 'running' "
                 f"RETURNING {_COMPENSATION_COLUMNS}", (now,)).fetchall())
             keys = await tx._exec(lambda db: db.execute(
-                "UPDATE idempotency SET status = 'done', result = ? WHERE status = 'running'", (unknown,)).rowcount)
+                "SELECT agent_id, task_id, key, result FROM idempotency WHERE status = 'running'").fetchall())
+            for agent_id, task_id, key, result in keys:
+                # The claim's decision is kept; what happened next is not known.
+                doc = {**json.loads(result or "{}"), **unknown}
+                await tx._exec(lambda db, a=agent_id, t=task_id, k=key, d=doc: db.execute(
+                    "UPDATE idempotency SET status = 'done', result = ? WHERE agent_id = ? AND task_id = ? AND key = ?",
+                    (json.dumps(d, allow_nan=False), a, t, k)))
             await tx.commit()
-        return [_compensation(x) for x in rows], keys
+        return [_compensation(x) for x in rows], len(keys)
 
     async def approvals_with_status(self, statuses: tuple[str, ...]) -> list[Approval]:
         marks = ", ".join("?" for _ in statuses)

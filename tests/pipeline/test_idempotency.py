@@ -167,9 +167,13 @@ def test_a_restart_marks_a_call_that_was_running_unknown(h, tmp_path):
     async def before():
         task = await h.start(goal=GOAL, actions=("create_record",))
         async with h.db.transaction() as tx:  # the state a killed service leaves mid-call
+            from enforcer.pipeline.payload import args_digest
+            from enforcer.policy.decision import Decision
             from enforcer.state.store import CompensationRecord, IdempotencyRecord
-            await tx.put_idempotency(IdempotencyRecord(AGENT, task, "k", "create_record", "sha256:x", "dec_1",
-                                                       "running", None, 1.0, 10**10))
+            claimed = Decision("approve", "ok", 0.0, "risk", "sha256:r", "dec_1", rule="risk.within_threshold")
+            await tx.put_idempotency(IdempotencyRecord(AGENT, task, "k", "create_record", args_digest(RECORD),
+                                                       "dec_1", "running", {"decision": claimed.explanation()},
+                                                       1.0, 10**10))
             await tx.register_compensation(CompensationRecord("dec_1", task, AGENT, 0, "create_record", RECORD,
                                                               "aecl-x", None, False, "running", None, 1.0))
             await tx.commit()
@@ -182,5 +186,12 @@ def test_a_restart_marks_a_call_that_was_running_unknown(h, tmp_path):
         return await h2.db.get_idempotency(AGENT, task, "k"), await h2.db.get_compensation("dec_1")
     key, comp = run(after())
     assert key.status == "done" and key.result["status"] == "unknown" and comp.outcome == "unknown"
+
     entry = h2.records()[-1]
     assert isinstance(entry, ExecutionRecord) and entry.outcome == "unknown" and entry.decision_id == "dec_1"
+
+    async def repeat():  # the agent retries after the restart: told, nothing run
+        return await h2.pipeline.execute(h2.call(task, "create_record", dict(RECORD), idempotency_key="k"))
+    again = run(repeat())
+    assert (again.status, again.duplicate, again.decision.decision_id) == ("unknown", True, "dec_1")
+    assert "outcome is unknown" in again.error and not h2.sandbox.ran

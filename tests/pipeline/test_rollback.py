@@ -215,3 +215,33 @@ def test_a_write_cut_off_by_its_timeout_is_unknown_and_still_rolled_back(h, w, t
     assert compensation_args(c) == {"record_id": "INV-9", "idempotency_key": c.idempotency_key}
     assert c.idempotency_key.startswith("aecl-") and step.status == "success"
     assert w.calls[-1] == {"record_id": "INV-9", "idempotency_key": c.idempotency_key}
+
+
+def test_a_rejected_manual_undo_can_be_asked_again(h, w):
+    async def go():
+        task = await h.start(goal=GOAL, actions=("send_email",))
+        sent = await h.pipeline.execute(h.call(task, "send_email", {"to": "p@example.com", "subject": "x",
+                                                                    "body": "y"}))
+        await h.pipeline.approvals.resolve(sent.approval_id, approve=True, comment="", approver=ALICE)
+        await until_final(h, sent.approval_id)
+        first = await h.pipeline.rollbacks.rollback(AGENT, task, sent.decision.decision_id, None)
+        await h.pipeline.approvals.resolve(first.approval_id, approve=False, comment="not now", approver=ALICE)
+        second = await h.pipeline.rollbacks.rollback(AGENT, task, sent.decision.decision_id, None)
+        return first, second
+    first, second = run(go())
+    assert first.status == second.status == "irreversible" and second.approval_id != first.approval_id
+
+
+def test_a_compensation_the_policy_blocks_is_parked_and_counted(h):
+    async def go():
+        task, _, updated = await booked(h)
+        from dataclasses import replace
+        active = h.holder.current
+        # The compensation is not a valid call any more: restore_record left the registry.
+        tools = {n: t for n, t in active.registry.tools.items() if n != "restore_record"}
+        h.holder.swap(replace(active, registry=active.registry.model_construct(tools_dir=active.registry.tools_dir,
+                                                                               tools=tools)))
+        return await h.pipeline.rollbacks.rollback(AGENT, task, updated, None)
+    step = run(go())
+    assert step.status == "rollback_failed" and "not a valid call" in step.error
+    assert h.metrics.rollback_failed.labels(tool="restore_record")._value.get() == 1
