@@ -10,6 +10,7 @@ from pathlib import Path
 
 from enforcer import __version__, audit_cli, decide_cli
 from enforcer.approvals_cli import add_approvals_parser
+from enforcer.mcp_cli import add_mcp_parser
 from enforcer.tools_cli import add_tools_parser
 from enforcer.config import DEFAULT_CONFIG
 from enforcer.errors import AeclError
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_parser(sub)
     add_approvals_parser(sub)
     add_tools_parser(sub)
+    add_mcp_parser(sub)
     add_certs_parser(sub)
 
     decide_cli.add_parser(sub, DEFAULT_CONFIG)

@@ -358,6 +358,61 @@ class ConsoleConfig(_Strict):
     session_ttl_s: PositiveFloat = 8 * 3600
 
 
+class McpBind(_Strict):
+    host: ConfigPath   # relative to the config file, like every path
+    path: str = Field(pattern=r"^/")
+
+
+class McpStdioUpstream(_Strict):
+    """An MCP server AECL launches inside its own sandbox and talks to over
+    stdio, for the service's life (restarted if it dies): no network,
+    read-only system, the workspace the only writable place."""
+
+    # argv inside the sandbox, e.g. [/usr/bin/node, /opt/mcp/node_modules/.../index.js, /workspace]
+    command: list[str] = Field(min_length=1)
+    # host directory bound read-write at /workspace (the server's files); none: no workspace
+    workspace: ConfigPath | None = None
+    # bound read-only into the sandbox (the server's code, e.g. its node_modules)
+    ro_binds: list[McpBind] = []
+    env: dict[str, str] = {}
+    call_timeout_s: PositiveFloat = 30.0
+    memory_bytes: int = Field(default=512 << 20, gt=0)
+
+
+class McpHttpUpstream(_Strict):
+    """An MCP server reached over Streamable HTTP through a connector (its
+    base_url and credential, injected by AECL; never the client's)."""
+
+    connector: PrincipalName
+    path: str = Field(default="/mcp", pattern=r"^/")
+    call_timeout_s: PositiveFloat = 30.0
+
+
+class McpUpstreamConfig(_Strict):
+    stdio: McpStdioUpstream | None = None
+    http: McpHttpUpstream | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> McpUpstreamConfig:
+        if (self.stdio is None) == (self.http is None):
+            raise ValueError("an upstream is exactly one of stdio: or http:")
+        return self
+
+
+class McpConfig(_Strict):
+    """The MCP front end (`aecl mcp`, enforcer/mcp): served over Streamable
+    HTTP at http://<listen>/mcp when listen is set, in front of `upstreams`."""
+
+    listen: str | None = None
+    upstreams: dict[PrincipalName, McpUpstreamConfig] = {}
+    # The AEAD key sealing requestState (32+ bytes of a 0600 file; `make run` makes one).
+    state_key_file: ConfigPath | None = None
+    # The declared goal of the task an agent's MCP calls belong to (one per
+    # agent and front end, renewed when it ends; its declared actions are
+    # the MCP tools the agent may call).
+    task_goal: str = "MCP session"
+
+
 class ServiceConfig(_Strict):
     listen: str = "127.0.0.1:50051"
     agents_dir: ConfigPath
@@ -378,6 +433,7 @@ class ServiceConfig(_Strict):
     console: ConsoleConfig = ConsoleConfig()
     idempotency: IdempotencyConfig = IdempotencyConfig()
     rollback: RollbackConfig = RollbackConfig()
+    mcp: McpConfig = McpConfig()
 
     @model_validator(mode="after")
     def _transport(self) -> ServiceConfig:

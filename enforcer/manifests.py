@@ -94,10 +94,28 @@ class Compensation(_Strict):
     args: dict[Name, ArgSource] = {}
 
 
+class McpToolRef(_Strict):
+    """A tool of an upstream MCP server (the config's mcp.upstreams) that
+    the registry names, so AECL exposes it (enforcer/mcp): `tool` is its
+    name upstream. Its argument schema is the upstream's inputSchema unless
+    the registry entry gives args_schema."""
+
+    upstream: Name
+    tool: str = Field(min_length=1, max_length=128)
+
+
 class ToolSpec(_Strict):
     description: str = ""
-    # argv inside the sandbox; the registry's tools_dir is mounted at SANDBOX_TOOLS_DIR.
-    command: list[str] = Field(min_length=1)
+    # argv inside the sandbox; the registry's tools_dir is mounted at
+    # SANDBOX_TOOLS_DIR. Not used (and may be left out) for an MCP tool.
+    command: list[str] = Field(default_factory=list)
+    # An upstream MCP server's tool (enforcer/mcp) instead of a command.
+    mcp: McpToolRef | None = None
+    # With path_args: the directory every declared path must lie in, as
+    # an absolute path (an MCP server's workspace); a relative path is taken
+    # from it. Without it, a declared path must be relative and stay below
+    # its start (rego/aecl/paths.rego).
+    path_root: str | None = Field(default=None, pattern=r"^/")
     access: Literal["read", "write"]
     irreversible: bool = False
     affects_production: bool = False
@@ -143,6 +161,14 @@ class ToolSpec(_Strict):
     def compensating_action(self) -> str | None:
         """The compensating tool's name (the policy input's tool.compensating_action)."""
         return self.compensation.tool if self.compensation is not None else None
+
+    @model_validator(mode="after")
+    def _command_or_mcp(self) -> ToolSpec:
+        if self.mcp is None and not self.command:
+            raise ValueError("command: required (the argv the sandbox runs), unless the tool is an MCP tool (mcp:)")
+        if self.mcp is not None and self.command:
+            raise ValueError("command: an MCP tool (mcp:) runs in its upstream server, not a command of its own")
+        return self
 
     @field_validator("args_schema")
     @classmethod
@@ -354,7 +380,8 @@ def load_registry(path: Path) -> ToolRegistry:
         registry = ToolRegistry.model_validate(raw)
     except ValidationError as e:
         raise describe_validation_error(path, e) from e
-    unchecked = sorted(name for name, tool in registry.tools.items() if tool.args_schema is None)
+    # An MCP tool without one is checked against its upstream's inputSchema (enforcer.mcp).
+    unchecked = sorted(name for name, tool in registry.tools.items() if tool.args_schema is None and tool.mcp is None)
     if unchecked:
         log.warning("%s: no args_schema for %s: their arguments are not checked", path, ", ".join(unchecked))
     return registry

@@ -47,9 +47,14 @@ if [ ! -x .venv/bin/python ] || { [ "$have" != "$hash[dev]" ] && [ "$have" != "$
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
   say "installing Python dependencies into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import enforcer, grpc, wasmtime, pyseto" || { say "Python install failed"; exit 1; }
+  .venv/bin/python -c "import enforcer, grpc, wasmtime, pyseto, mcp" || { say "Python install failed"; exit 1; }
   echo "$hash$extras" > "$stamp"
 fi
+
+# 2b. node (Debian's) and the MCP servers the demo config's MCP front end runs
+# (@modelcontextprotocol/server-filesystem, pinned, from npm into .cache/node/mcp).
+{ command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
+scripts/setup-mcp.sh >/dev/null
 
 [ "$dev" = 1 ] || exit 0
 

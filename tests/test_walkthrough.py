@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, World, free_port, write_config
+from tests.mcp.conftest import filesystem_upstream, mcp_node_modules  # noqa: F401 - the fixture
 
 README = REPO / "README.md"
 MASKS = [
@@ -79,11 +80,16 @@ def shell(command: str, root: Path) -> list[str]:
 
 
 @pytest.fixture
-def service(tmp_path):
-    """`make run`'s service and example world, on the walkthrough's paths (var/ under a fresh root)."""
+def service(tmp_path, mcp_node_modules):
+    """`make run`'s service, example world and MCP front end (over the real
+    server-filesystem), on the walkthrough's paths (var/ under a fresh root)."""
     world = World(tmp_path / "var" / "world")
+    workspace = tmp_path / "var" / "mcp-workspace"
+    workspace.mkdir(parents=True)
+    fs = filesystem_upstream(mcp_node_modules, workspace).model_dump(mode="json", exclude_defaults=True)
     config = write_config(tmp_path / "var", world=world.urls, metrics={"listen": f"127.0.0.1:{free_port()}"},
-                          console={"listen": f"127.0.0.1:{free_port()}"})
+                          console={"listen": f"127.0.0.1:{free_port()}"},
+                          mcp={"listen": f"127.0.0.1:{free_port()}", "upstreams": {"fs": fs}})
     out = tmp_path / "serve.out"
     proc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)], cwd=REPO,
                             stdout=open(out, "w"), stderr=subprocess.DEVNULL)

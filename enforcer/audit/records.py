@@ -196,8 +196,11 @@ class ExecutionRecord(CallFields):
     limits_hit: tuple[str, ...] = ()
     # Why it ended when the tool did not finish on its own: client_cancelled,
     # deadline, shutdown, sandbox_unavailable, store_failed, audit_failed,
-    # internal_error, or "" for a tool that ran to its own end.
+    # internal_error, upstream_unavailable, or "" for a tool that ran to its own end.
     cause: str = ""
+    # An MCP tool (forwarded to its upstream server): sha256 of the result's
+    # canonical JSON, so the log binds what the agent was given.
+    output_sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,8 @@ owner); the service keeps its hash under identity.credentials_dir. Used by
 
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +98,37 @@ def demo_key_file(config: ServiceConfig, principal_id: str) -> Path:
     return credentials_dir(config) / f"{principal_id}.key"
 
 
+def ensure_mcp_state(config: ServiceConfig) -> bool:
+    """The MCP front end's requestState key (32 random bytes, hex, 0600) and
+    the demo upstreams' workspaces (with a README.md), when the config names
+    them and they are missing. True when something was made."""
+    import secrets
+    made = False
+    path = config.mcp.state_key_file
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        made = True
+    for name, upstream in config.mcp.upstreams.items():
+        ws = upstream.stdio.workspace if upstream.stdio is not None else None
+        if ws is not None and not ws.exists():
+            ws.mkdir(parents=True)
+            (ws / "README.md").write_text(
+                f"# The {name} workspace\n\nThe MCP server {name} sees this directory as /workspace, inside its "
+                "sandbox. Through AECL, an agent may read here freely; every write waits for an approver; "
+                "nothing outside it can be reached.\n")
+            made = True
+    return made
+
+
 def provision_demo(config: ServiceConfig) -> list[NewKey]:
     """What `make run` needs on first start: the token key, and one API key
     (in <credentials_dir>/<id>.key, mode 0600) for every principal that has
     no key yet. Idempotent: a principal with a key is left alone."""
     ensure_token_key(config)
+    ensure_mcp_state(config)
     made = []
     cdir = credentials_dir(config)
     seen: set[str] = set()

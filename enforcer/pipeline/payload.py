@@ -23,4 +23,5 @@ def payload(req: CallRequest) -> dict[str, Any]:
             "triggering_input": req.triggering_input,
         },
         "idempotency_key": req.idempotency_key or None,
+        **({"mcp_request_id": req.mcp_request_id} if req.mcp_request_id else {}),
     }

@@ -4,7 +4,8 @@ Risk properties come from the operator's registry entry, never from the
 request; the agent's args and context are passed as untrusted data, exactly
 as sent. Beside them, `paths` holds the normalised form of each path argument
 the registry declares (`path_args`), so a policy never has to undo
-`..%2f` or `//` itself.
+`..%2f` or `//` itself. For a tool with a path_root (an MCP server's
+workspace) each entry also says whether the path resolves inside that root.
 
 Beside the call itself, the input carries what the task already did:
 `task.history`, its earlier calls that reached a decision (Execute only; a
@@ -35,7 +36,13 @@ MAX_DECODE_ROUNDS = 8
 MAX_HISTORY = 200
 
 
-def normalize_path(raw: str) -> dict[str, Any]:
+def _fold(path: str) -> str:
+    """posixpath.normpath, with a leading "//" folded to "/" as well."""
+    normalized = posixpath.normpath(path)
+    return "/" + normalized.lstrip("/") if normalized.startswith("/") else normalized
+
+
+def normalize_path(raw: str, root: str | None = None) -> dict[str, Any]:
     """The lexical, normalised form of one path argument, with flags.
 
     Percent-decoded until stable (at most MAX_DECODE_ROUNDS rounds; invalid
@@ -43,6 +50,13 @@ def normalize_path(raw: str) -> dict[str, Any]:
     POSIX), then `.` and `..` resolved and duplicate slashes folded without
     touching the file system: symlinks are the sandbox's business, not this.
     `escapes_root` is true when a relative path climbs above its start.
+
+    `root` is the tool's path_root (an absolute directory) or None. With a
+    root, `resolved` is the path as the tool sees it: an absolute path as
+    it is, a relative one taken from the root, normalised the same way; and
+    `inside_root` says whether it is the root or below it. Without a root,
+    `resolved` is None and `inside_root` says whether the path stays below
+    its own start (relative, not climbing above it).
     """
     decoded, still_encoded = raw, True
     for _ in range(MAX_DECODE_ROUNDS):
@@ -53,24 +67,36 @@ def normalize_path(raw: str) -> dict[str, Any]:
         decoded = step
     else:
         still_encoded = unquote(decoded, errors="replace") != decoded
-    normalized = posixpath.normpath(decoded)
+    normalized = _fold(decoded)
     absolute = normalized.startswith("/")
-    if absolute:
-        normalized = "/" + normalized.lstrip("/")  # normpath keeps a leading "//"
+    escapes = not absolute and (normalized == ".." or normalized.startswith("../"))
+    resolved: str | None = None
+    if root is None:
+        inside = not absolute and not escapes
+    else:
+        base = _fold(root)
+        # posixpath.join drops `base` when `decoded` is absolute, as wanted.
+        resolved = _fold(posixpath.join(base, decoded))
+        inside = resolved == base or resolved.startswith(base.rstrip("/") + "/")
     return {
         "raw": raw,
         "normalized": normalized,
         "absolute": absolute,
-        "escapes_root": not absolute and (normalized == ".." or normalized.startswith("../")),
+        "escapes_root": escapes,
         "had_encoding": decoded != raw,
         "still_encoded": still_encoded,
+        "root": root,
+        "resolved": resolved,
+        "inside_root": inside,
     }
 
 
 def path_arguments(args: dict[str, Any], tool: ToolSpec) -> dict[str, dict[str, Any]]:
-    """input.paths: the declared path arguments that were sent, normalised.
-    Validation refused a declared path argument that is not a string."""
-    return {name: normalize_path(args[name]) for name in tool.path_args if isinstance(args.get(name), str)}
+    """input.paths: the declared path arguments that were sent, normalised
+    (against the tool's path_root, when it has one). Validation refused a
+    declared path argument that is not a string."""
+    return {name: normalize_path(args[name], tool.path_root) for name in tool.path_args
+            if isinstance(args.get(name), str)}
 
 
 def call_amount(args: dict[str, Any], tool: ToolSpec) -> int | float | None:
@@ -119,6 +145,8 @@ def build_policy_input(req: CallRequest, tool: ToolSpec, task: Task, now: float,
             "amount_arg": tool.amount_arg,
             "compensating_action": tool.compensating_action,
             "path_args": list(tool.path_args),
+            # The directory every declared path must lie in, or null.
+            "path_root": tool.path_root,
             "resource_arg": tool.resource_arg,
             "connectors": list(tool.connectors),
         },

@@ -55,6 +55,8 @@ class CallRequest:
     # The id the agent knows this call by (its Execute's decision id) when
     # another decision runs it: an approved call run by the service.
     call_id: str = ""
+    # The JSON-RPC id of the MCP request this call came in (enforcer.mcp), for the log.
+    mcp_request_id: str = ""
 
 
 @dataclass(frozen=True)

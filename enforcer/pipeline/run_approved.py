@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from enforcer.audit.canonical import canonical_json
 from enforcer.audit.records import ConnectorRequestRecord, ExecutionRecord, timestamp
 from enforcer.connectors.proxy import Connector, ConnectorGateway, ProxiedRequest
 from enforcer.config import SandboxConfig
@@ -66,6 +68,8 @@ class RunApproved:
         self.shutting_down = shutting_down
         # The one gateway of the service: its requests are logged through this stage.
         self.gateway = ConnectorGateway(connectors, self.log_connector_request) if connectors else None
+        # The upstream MCP servers (enforcer.mcp.upstream.Upstreams), when the service runs any.
+        self.mcp: Any = None
 
     def _endpoint(self, tool: ToolSpec, execution: _Execution):
         """The tool's connector endpoint for this execution, or nothing."""
@@ -95,6 +99,8 @@ class RunApproved:
 
     async def run(self, req: CallRequest, tool: ToolSpec, task: Task, decision: Decision, *,
                   authorised: Awaitable[Any], tools_dir: Any, t0: float) -> ExecuteResult:
+        if tool.mcp is not None:
+            return await self._forward_mcp(req, tool, task, decision, authorised, t0)
         # A task of its own, so the authorisation completes (or fails) even
         # when the sandbox is refused before it awaits it.
         gate = asyncio.ensure_future(authorised)
@@ -152,6 +158,44 @@ class RunApproved:
             rollback_token=token,
         )
 
+    async def _forward_mcp(self, req: CallRequest, tool: ToolSpec, task: Task, decision: Decision,
+                           authorised: Awaitable[Any], t0: float) -> ExecuteResult:
+        """An MCP tool: forwarded to its upstream server (itself sandboxed,
+        enforcer.mcp.upstream) once the authorisation is durable; one
+        execution entry, with a digest of what came back."""
+        assert tool.mcp is not None
+        started = time.monotonic()
+        await asyncio.shield(asyncio.ensure_future(authorised))  # raises: nothing forwarded, nothing to explain
+        upstreams = self.mcp
+        ref = tool.mcp
+        sandbox_id = upstreams.sandbox_id(ref.upstream) if upstreams is not None else ""
+        timeout = max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s, task.expires_at - self.clock()))
+        try:
+            if upstreams is None:
+                raise SandboxError(f"tool {req.tool} is an MCP tool of upstream {ref.upstream!r}, but this service "
+                                   "runs no MCP upstreams (mcp.upstreams)")
+            result = await upstreams.call(ref.upstream, ref.tool, req.args, timeout_s=timeout)
+        except asyncio.CancelledError:
+            cause = self._cancel_cause(req)
+            await self._log(req, decision, t0, started, None, _interrupted(tool), cause,
+                            f"interrupted ({cause.replace('_', ' ')}) while the upstream MCP server ran the call",
+                            sandbox_id=sandbox_id)
+            raise
+        except SandboxError as e:  # the upstream died, timed out or is not running
+            status = _interrupted(tool) if getattr(e, "code", "") == "mcp_upstream_unavailable" else "failed"
+            appended = await self._log(req, decision, t0, started, None, status, "upstream_unavailable", str(e),
+                                       sandbox_id=sandbox_id)
+            return ExecuteResult(decision, status, appended.event_id, error=str(e), sandbox_id=sandbox_id,
+                                 appended=appended)
+        output = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        digest = "sha256:" + hashlib.sha256(canonical_json(output)).hexdigest()
+        status = "failed" if result.is_error else "succeeded"
+        error = "the upstream MCP server answered isError" if result.is_error else ""
+        appended = await self._log(req, decision, t0, started, None, status, "", error, sandbox_id=sandbox_id,
+                                   output_sha256=digest)
+        return ExecuteResult(decision, status, appended.event_id, output=output, error=error,  # type: ignore[arg-type]
+                             sandbox_id=sandbox_id, appended=appended)
+
     async def _after_gate(self, gate: asyncio.Future) -> bool:
         """Let the authorisation finish; True when it became durable (the
         decision is in the log), so an execution entry must follow."""
@@ -176,11 +220,12 @@ class RunApproved:
 
     async def _log(self, req: CallRequest, decision: Decision, t0: float, started: float,
                    result: SandboxResult | None, status: str, cause: str, error: str, *,
-                   sandbox_id: str | None = None, token: str | None = None):
+                   sandbox_id: str | None = None, token: str | None = None, output_sha256: str | None = None):
         r = result
         record = ExecutionRecord(
             timestamp=timestamp(self.clock()), agent_id=req.agent_id, task_id=req.task_id, principal=req.principal,
-            rpc=req.rpc, action_name=req.tool, input_payload={"args": req.args},
+            rpc=req.rpc, action_name=req.tool,
+            input_payload={"args": req.args, **({"mcp_request_id": req.mcp_request_id} if req.mcp_request_id else {})},
             policy_applied=decision.policy_revision,
             risk_score=decision.risk_score, outcome=status, reason=error or "tool succeeded",
             latency_ms=round((time.perf_counter() - t0) * 1000, 3), decision_id=decision.decision_id,
@@ -193,7 +238,7 @@ class RunApproved:
                 "peak_memory_bytes": r.peak_memory_bytes if r else None,
             },
             limits_hit=tuple(r.limits_hit) if r else (),
-            cause=cause, hitl_approval_id=req.approval_id or None, rollback_token=token,
+            cause=cause, hitl_approval_id=req.approval_id or None, rollback_token=token, output_sha256=output_sha256,
         )
         try:
             return await self.journal.append(record)

@@ -114,6 +114,54 @@ def build_components(
     return Components(policy, pipeline, audit, store, sandbox, reloader, authenticator)
 
 
+class McpRunning:
+    """The MCP upstreams and front end of a running service."""
+
+    def __init__(self, upstreams, front) -> None:
+        self.upstreams = upstreams
+        self.front = front
+
+    async def stop_front(self) -> None:
+        if self.front is not None:
+            await self.front.stop()
+            self.front = None
+
+    async def stop(self) -> None:
+        await self.stop_front()
+        if self.upstreams is not None:
+            await self.upstreams.stop()
+            self.upstreams = None
+
+
+async def start_mcp(config: ServiceConfig, components: Components, console_url: str | None) -> McpRunning:
+    """The upstream MCP servers (each in its sandbox) and, with mcp.listen,
+    the front end; an upstream that does not start is a ConfigError."""
+    from enforcer.connectors.proxy import load_connectors as connectors_of
+    from enforcer.mcp.frontend import McpFrontEnd
+    from enforcer.mcp.upstream import Upstreams
+
+    upstreams = Upstreams(config.mcp.upstreams, connectors=connectors_of(config.connectors),
+                          bwrap=config.sandbox.bwrap)
+    running = McpRunning(upstreams, None)
+    try:
+        await upstreams.start()
+    except AeclError as e:
+        await running.stop()
+        raise ConfigError(f"mcp.upstreams: {e}") from None
+    components.pipeline.run_approved.mcp = upstreams
+    if config.mcp.listen is not None:
+        front = McpFrontEnd(config, components.pipeline, components.authenticator, upstreams,
+                            console_url=config.console.public_url or console_url)
+        running.front = front
+        try:
+            await front.start(config.mcp.listen)
+        except (AeclError, OSError) as e:
+            await running.stop()
+            raise ConfigError(f"mcp.listen: {e}") from None
+        log.info("MCP front end on %s", front.url)
+    return running
+
+
 def change_hint(key: str, flag: str, config_path: Path | None) -> str:
     """How an operator changes a listen address: the config key or the flag."""
     where = f"`{key}` in {config_path}" if config_path is not None else f"`{key}` in the config file"
@@ -192,7 +240,7 @@ def config_digest(config: ServiceConfig) -> str:
 
 
 def banner(config: ServiceConfig, address: str, metrics_url: str | None, components: Components,
-           config_path: Path | None, console_url: str | None = None) -> str:
+           config_path: Path | None, console_url: str | None = None, mcp_url: str | None = None) -> str:
     """The start-up banner: every address as bound, and where the log is."""
     pub = config.audit.signing_key.with_name(PUBLIC_NAME)
     lines = [
@@ -202,6 +250,7 @@ def banner(config: ServiceConfig, address: str, metrics_url: str | None, compone
         f"  audit:   {config.audit.path}",
         f"  metrics: {metrics_url or 'off'}",
         f"  console: {console_url + ' (approvers)' if console_url else 'off'}",
+        f"  mcp:     {mcp_url + ' (agents, MCP)' if mcp_url else 'off'}",
     ]
     if pub.is_file():
         lines.append(f"  verify:  aecl verify --log {config.audit.path} --pubkey {pub}")
@@ -219,7 +268,7 @@ async def serve(
         raise ConfigError(problem)
     components = build_components(config, load_config, config_path)
     await components.pipeline.load_revocations()
-    console = notifier = None
+    console = notifier = mcp = None
     try:
         # Every listener is bound before any serves, so a busy port is one
         # clear error and nothing half-started is left behind.
@@ -239,6 +288,8 @@ async def serve(
             from enforcer.console.server import ConsoleServer  # the web front end: only when configured
             console = ConsoleServer(config, components.pipeline, components.authenticator)
             await console.start()
+        if config.mcp.upstreams or config.mcp.listen is not None:
+            mcp = await start_mcp(config, components, console.url if console is not None else None)
         if config.approvals.webhooks:
             from enforcer.notify.webhook import WebhookNotifier
             notifier = WebhookNotifier(
@@ -251,6 +302,8 @@ async def serve(
     except ConfigError:
         if console is not None:
             await console.stop()
+        if mcp is not None:
+            await mcp.stop()
         components.close()
         raise
     await server.start()
@@ -279,7 +332,8 @@ async def serve(
     )
     # What is actually served, on stdout for the operator (make run shows it).
     print(banner(config, f"{host}:{port}", metrics_url, components, config_path,
-                 console.url if console is not None else None), flush=True)
+                 console.url if console is not None else None,
+                 mcp.front.url if mcp is not None and mcp.front is not None else None), flush=True)
     # A restart leaves a trace: what started, with which configuration and policy.
     digest = config_digest(config)
     await components.pipeline.log_service("start", config_digest=digest, listen=f"{host}:{port}")
@@ -322,6 +376,8 @@ async def serve(
             await console.stop()
         if notifier is not None:
             await notifier.close()
+        if mcp is not None:
+            await mcp.stop_front()
         # Kill running sandboxes first: their calls then finish as logged
         # failures (cause: shutdown) while the audit log is still open,
         # within the grace period.
@@ -329,6 +385,8 @@ async def serve(
         components.sandbox.kill_all()
         await server.stop(grace=5)
         await components.pipeline.approvals.drain()
+        if mcp is not None:
+            await mcp.stop()
         try:
             await components.pipeline.log_service("stop", config_digest=digest, listen=f"{host}:{port}")
         except AeclError as e:

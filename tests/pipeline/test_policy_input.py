@@ -1,12 +1,17 @@
 """The policy input document: the agent's args verbatim, and beside them the
-normalised form of each path argument the registry declares."""
+normalised form of each path argument the registry declares (and, for a
+tool with a path_root, whether it resolves inside that root)."""
 
 from __future__ import annotations
 
 import copy
 import json
+import posixpath
+from urllib.parse import quote
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from enforcer.manifests import ToolSpec
 from enforcer.pipeline.policy_input import MAX_DECODE_ROUNDS, build_policy_input, normalize_path
@@ -15,6 +20,8 @@ from enforcer.state.store import Task
 
 SAVE = ToolSpec(command=["/bin/true"], access="write", path_args=["path", "dest"])
 PLAIN = ToolSpec(command=["/bin/true"], access="read")
+ROOTED = ToolSpec(mcp={"upstream": "fs", "tool": "move_file"}, access="write", irreversible=True,
+                  path_args=["source", "destination"], path_root="/workspace")
 
 
 def task():
@@ -78,7 +85,125 @@ def test_normalize_path(raw, normalized, absolute, escapes, encoded):
     assert normalize_path(raw) == {
         "raw": raw, "normalized": normalized, "absolute": absolute, "escapes_root": escapes,
         "had_encoding": encoded, "still_encoded": False,
+        # Without a root: "inside" means relative and below its own start.
+        "root": None, "resolved": None, "inside_root": not absolute and not escapes,
     }
+
+
+# raw -> (resolved against /workspace, inside_root)
+ROOTED_CASES = [
+    ("/workspace", "/workspace", True),
+    ("/workspace/", "/workspace", True),
+    ("/workspace/notes/a.txt", "/workspace/notes/a.txt", True),
+    ("notes/a.txt", "/workspace/notes/a.txt", True),  # relative: taken from the root
+    ("", "/workspace", True),
+    (".", "/workspace", True),
+    ("a/../b", "/workspace/b", True),
+    ("//workspace///a", "/workspace/a", True),
+    ("%2fworkspace%2fa", "/workspace/a", True),
+    ("/workspace/../workspace/a", "/workspace/a", True),  # leaves and comes back: lexically inside
+    ("/etc/passwd", "/etc/passwd", False),
+    ("/", "/", False),
+    ("..", "/", False),
+    ("../etc", "/etc", False),
+    ("/workspace/../etc", "/etc", False),
+    ("/workspace/a/../../etc", "/etc", False),
+    ("/workspace%2f..%2fetc", "/etc", False),
+    ("%252fworkspace%252f..%252fetc", "/etc", False),  # encoded twice
+    ("//etc", "/etc", False),
+    ("/workspace2/x", "/workspace2/x", False),  # the root as a mere prefix is not the root
+    ("/workspacex", "/workspacex", False),
+    ("/workspace/..\\..\\etc", "/workspace/..\\..\\etc", True),  # `\` is not a separator
+]
+
+
+@pytest.mark.parametrize(("raw", "resolved", "inside"), ROOTED_CASES, ids=[c[0] or "empty" for c in ROOTED_CASES])
+def test_normalize_path_against_a_root(raw, resolved, inside):
+    p = normalize_path(raw, "/workspace")
+    assert (p["root"], p["resolved"], p["inside_root"]) == ("/workspace", resolved, inside)
+    assert p["normalized"] == normalize_path(raw)["normalized"]  # today's fields unchanged
+    assert p["escapes_root"] == normalize_path(raw)["escapes_root"]
+
+
+def test_a_root_with_a_trailing_slash_or_the_file_system_root():
+    assert normalize_path("a", "/workspace/")["resolved"] == "/workspace/a"
+    assert normalize_path("/workspace2", "/workspace/")["inside_root"] is False
+    assert normalize_path("/etc/passwd", "/")["inside_root"] is True
+    assert normalize_path("../..", "/")["resolved"] == "/"
+
+
+def test_a_rooted_tool_carries_its_root_in_the_input():
+    doc = build({"source": "/workspace/a", "destination": "../b", "note": "/etc"}, ROOTED)
+    assert doc["tool"]["path_root"] == "/workspace"
+    assert set(doc["paths"]) == {"source", "destination"}
+    assert doc["paths"]["source"]["inside_root"] is True
+    assert doc["paths"]["destination"] == {
+        "raw": "../b", "normalized": "../b", "absolute": False, "escapes_root": True, "had_encoding": False,
+        "still_encoded": False, "root": "/workspace", "resolved": "/b", "inside_root": False,
+    }
+    assert build({"path": "x"})["tool"]["path_root"] is None
+    assert build({"path": "x"})["paths"]["path"]["root"] is None
+
+
+SEGMENT = st.from_regex(r"\A[a-z0-9]{1,8}\Z")
+# Path components with no `..` in them: `.`, `%`, `\`, spaces, unicode, but
+# never a `/`, so `..` cannot arise as a segment (`%` is left out: `%2e%2e`
+# would decode to one).
+COMPONENT = st.text(st.characters(blacklist_characters="/%", blacklist_categories=("Cs",)),
+                    min_size=0, max_size=6).filter(lambda c: ".." not in c)
+ROOT = st.lists(SEGMENT, min_size=1, max_size=4).map(lambda s: "/" + "/".join(s))
+SEPARATOR = st.sampled_from(["/", "//", "/./"])
+
+
+def _join(parts: list[str], seps: list[str]) -> str:
+    out = parts[0] if parts else ""
+    for part, sep in zip(parts[1:], seps, strict=False):
+        out += sep + part
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(root=ROOT, parts=st.lists(COMPONENT, max_size=6), seps=st.lists(SEPARATOR, min_size=6, max_size=6),
+       absolute=st.booleans(), encode=st.booleans())
+def test_root_joined_with_components_without_dotdot_is_inside(root, parts, seps, absolute, encode):
+    rest = _join(parts, seps)
+    assume(absolute or not rest.startswith("/"))  # a leading "" part would make it absolute
+    raw = root + "/" + rest if absolute else rest
+    if encode:
+        raw = quote(raw, safe="")
+    p = normalize_path(raw, root)
+    assert p["inside_root"] is True
+    assert p["resolved"] == root or p["resolved"].startswith(root + "/")
+    assert not p["still_encoded"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(root=ROOT, climbs=st.integers(1, 6), first=COMPONENT, parts=st.lists(COMPONENT, max_size=5),
+       seps=st.lists(SEPARATOR, min_size=6, max_size=6), absolute=st.booleans(), encode=st.booleans())
+def test_a_path_that_climbs_out_of_the_root_is_outside(root, climbs, first, parts, seps, absolute, encode):
+    # After normalisation it starts with ../ (relative to the root), and
+    # where it lands is no segment of the root: `_` is in none of them.
+    rest = _join(["_" + first, *parts], seps)
+    relative = "../" * climbs + rest
+    assert posixpath.normpath(relative).startswith("../")
+    raw = root + "/" + relative if absolute else relative
+    if encode:
+        raw = quote(raw, safe="")
+    p = normalize_path(raw, root)
+    assert p["inside_root"] is False
+    assert not (p["resolved"] + "/").startswith(root + "/")
+
+
+@settings(max_examples=300, deadline=None)
+@given(root=ROOT, parts=st.lists(st.one_of(COMPONENT, st.just(".."), SEGMENT), max_size=8),
+       seps=st.lists(SEPARATOR, min_size=8, max_size=8), absolute=st.booleans())
+def test_inside_root_agrees_with_relpath(root, parts, seps, absolute):
+    rest = _join(parts, seps)
+    raw = root + "/" + rest if absolute else rest
+    assume(absolute or not rest.startswith("/"))
+    p = normalize_path(raw, root)
+    expected = posixpath.relpath(posixpath.normpath(posixpath.join(root, raw)), root)
+    assert p["inside_root"] is (expected != ".." and not expected.startswith("../"))
 
 
 def test_decoding_is_bounded_and_says_when_it_gave_up():
