@@ -579,6 +579,83 @@ def verdict(target: str, ok: bool, value: str) -> None:
     print(f"  target {target:<40} {'MET ' if ok else 'MISSED'}  ({value})")
 
 
+def bench_mcp(args, tmp: Path) -> None:
+    """A tools/call through AECL's MCP front end (identity, policy, two
+    fsynced entries, the forward) against the same call sent straight to
+    the same sandboxed upstream (server-filesystem, stdio)."""
+    print("\n== MCP tools/call through AECL vs straight to the upstream server")
+    import secrets
+
+    import yaml
+
+    from enforcer.mcp.upstream import Upstreams
+    from tests.mcp.conftest import filesystem_upstream
+    p = subprocess.run([str(REPO / "scripts" / "setup-mcp.sh")], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"  skipped: scripts/setup-mcp.sh failed: {p.stderr.strip()[-300:]}")
+        return
+    nm = Path(p.stdout.strip().splitlines()[-1])
+    ws = tmp / "mcp-ws"
+    ws.mkdir()
+    (ws / "README.md").write_text("bench\n")
+    fs = filesystem_upstream(nm, ws)
+    agents = tmp / "mcp-agents"
+    agents.mkdir()
+    (agents / "bench.yaml").write_text("agent_id: bench\nallowed_actions: [read_text_file]\n"
+                                       "max_tool_calls_per_run: 1000000\n")
+    key_file = tmp / "mcp-state.key"
+    key_file.write_text(secrets.token_hex(32))
+    key_file.chmod(0o600)
+    port = free_port()
+    config = write_config(tmp / "mcpsvc", agents_dir=str(agents), mcp={
+        "listen": f"127.0.0.1:{port}", "state_key_file": str(key_file),
+        "upstreams": {"fs": fs.model_dump(mode="json", exclude_defaults=True)}})
+    svc = subprocess.Popen([sys.executable, "-m", "enforcer", "serve", "--config", str(config)], cwd=REPO,
+                           stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    n = max(50, args.n_exec)
+    call_args = {"path": "/workspace/README.md"}
+
+    async def through_aecl() -> list[float]:
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+        wait_ready(yaml.safe_load(config.read_text())["listen"]).close()
+        key = (tmp / "mcpsvc" / "credentials" / "bench.key").read_text().strip()
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http)) as c:
+                return await _timed(lambda: c.call_tool("read_text_file", call_args), n)
+
+    async def direct() -> list[float]:
+        up = Upstreams({"fs": fs})
+        await up.start()
+        try:
+            return await _timed(lambda: up.call("fs", "read_text_file", call_args), n)
+        finally:
+            await up.stop()
+
+    try:
+        straight = asyncio.run(direct())
+        aecl = asyncio.run(through_aecl())
+        base = summary("tools/call straight to the sandboxed upstream (stdio)", straight)
+        line(base)
+        line(summary("tools/call through AECL (HTTP, policy, 2 fsynced entries)", aecl), base)
+    finally:
+        svc.terminate()
+        svc.wait()
+
+
+async def _timed(call, n: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        r = await call()
+        assert not r.is_error, r
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=4000, help="serial calls per RPC benchmark")
@@ -587,7 +664,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     p.add_argument("--n-audit", type=int, default=40000, help="appends in the audit benchmark")
     p.add_argument("--only", choices=["decide", "execute", "connector", "gate", "sandbox", "components", "policy",
-                                      "audit"],
+                                      "audit", "mcp"],
                    help="one part (policy: the per-evaluation comparison alone; components includes it)")
     args = p.parse_args()
     print(f"AECL bench on {os.cpu_count()} cores; medians and p99s, ratios against same-run baselines")
@@ -609,6 +686,8 @@ def main() -> None:
             bench_sandbox(args, tmp)
         if args.only in (None, "audit"):
             bench_audit(args, tmp)
+        if args.only in (None, "mcp"):
+            bench_mcp(args, tmp)
 
 
 if __name__ == "__main__":
