@@ -40,7 +40,8 @@ def test_json_output_carries_the_explanation(tmp_path):
     out = run(input_doc={**TRANSFER, "tool": "delete_record", "args": {}}, tmp_path=tmp_path)
     doc = json.loads(out.stdout)
     assert doc["outcome"] == "block" and doc["rule"] == "allowlist.blocked"
-    assert doc["risk_weights"] == {"irreversible": 0.3, "affects_production": 0.4, "untrusted_input": 0.2}
+    # delete_record is compensable (restore_record): not irreversible.
+    assert doc["risk_weights"] == {"affects_production": 0.4, "untrusted_input": 0.2}
 
 
 @pytest.mark.parametrize(("doc", "words"), [

@@ -59,7 +59,7 @@ def test_reflection_lists_the_services(service):
     assert {SERVICE, "aecl.v1.ApprovalService", "grpc.health.v1.Health"} <= names
     assert [m.name for m in client.service.methods] == [
         "StartTask", "RenewTaskToken", "Decide", "Execute", "ListTools", "GetAgentPermissions", "GetExecution",
-        "WaitForExecution"]
+        "WaitForExecution", "Rollback", "RollbackTask"]
     start = client.service.FindMethodByName("StartTask")
     assert "credential" in start.input_type.fields_by_name and "token" in start.output_type.fields_by_name
 
