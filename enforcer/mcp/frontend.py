@@ -210,9 +210,9 @@ class McpFrontEnd:
             result = await self.pipeline.execute(req)
         except AeclError as e:  # refused before a decision (logged by the pipeline)
             return _error_result(f"refused: {e}", {"aecl/error": e.code})
-        return self._answer(ctx, result, name, args, task_id)
+        return await self._answer(ctx, result, name, args, task_id)
 
-    def _answer(self, ctx, r: ExecuteResult, name: str, args: dict[str, Any], task_id: str):
+    async def _answer(self, ctx, r: ExecuteResult, name: str, args: dict[str, Any], task_id: str):
         from mcp.types import CallToolResult, ElicitRequest, ElicitRequestURLParams, InputRequiredResult
         meta = {"aecl/decision_id": r.decision.decision_id, "aecl/event_id": r.event_id}
         if r.duplicate:
@@ -223,8 +223,10 @@ class McpFrontEnd:
             meta[META_APPROVAL] = r.approval_id
             page = f"{self.console_url}/approvals/{r.approval_id}" if self.console_url else ""
             if _speaks_mrtr(ctx) and page:
+                a = await self.pipeline.approvals.get(r.approval_id)
                 state = {"approval_id": r.approval_id, "digest": args_digest(args), "tool": name, "task_id": task_id,
-                         "policy_revision": r.decision.policy_revision, "nonce": secrets.token_hex(16)}
+                         "policy_revision": r.decision.policy_revision, "expires_at": a.expires_at,
+                         "nonce": secrets.token_hex(16)}
                 return InputRequiredResult(
                     input_requests={APPROVAL_KEY: ElicitRequest(params=ElicitRequestURLParams(
                         mode="url", url=page,
@@ -259,13 +261,21 @@ class McpFrontEnd:
 
         approval_id = state["approval_id"]
         try:
-            a = await self.pipeline.approvals.execution(s.agent_id, task_id, approval_id)
+            a = await self.pipeline.approvals.get(approval_id)
         except AeclError as e:
             raise MCPError(code=INVALID_PARAMS, message=f"approval {approval_id[:64]}: {e}") from None
+        if a.agent_id != s.agent_id:
+            raise MCPError(code=INVALID_PARAMS, message=f"approval {approval_id} belongs to another agent")
         if a.action_name != name or a.args_digest != args_digest(args):
             raise MCPError(code=INVALID_PARAMS, message=f"approval {approval_id} was made for another call")
-        if state.get("sealed") and state.get("nonce") in self._used_states:
-            raise MCPError(code=INVALID_PARAMS, message="this requestState was used already")
+        if state.get("sealed"):
+            # What the state was bound to when it was minted: this approval's
+            # call, its policy revision and its expiry (checked on our clock).
+            if (state.get("digest") != a.args_digest or state.get("policy_revision") != a.policy_revision
+                    or float(state.get("expires_at", 0)) != a.expires_at):
+                raise MCPError(code=INVALID_PARAMS, message="this requestState does not match its approval")
+            if state.get("nonce") in self._used_states:
+                raise MCPError(code=INVALID_PARAMS, message="this requestState was used already")
         if a.status in ("approved", "executing"):  # its one run is under way: wait for its end
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RUN_WAIT_S):
@@ -289,7 +299,8 @@ class McpFrontEnd:
         page = f"{self.console_url}/approvals/{a.approval_id}" if self.console_url else ""
         if _speaks_mrtr(ctx) and page:
             state = {"approval_id": a.approval_id, "digest": a.args_digest, "tool": name, "task_id": task_id,
-                     "policy_revision": a.policy_revision, "nonce": secrets.token_hex(16)}
+                     "policy_revision": a.policy_revision, "expires_at": a.expires_at,
+                     "nonce": secrets.token_hex(16)}
             return InputRequiredResult(
                 input_requests={APPROVAL_KEY: ElicitRequest(params=ElicitRequestURLParams(
                     mode="url", url=page, message=f"approval {a.approval_id} is {a.status}: {a.reason}"))},

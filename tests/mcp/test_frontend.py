@@ -294,3 +294,22 @@ def test_the_stdio_front_end_speaks_for_one_agent_through_the_service(gw, tmp_pa
             return names, read
     names, read = run(go())
     assert "read_text_file" in names and text_of(read) == "hello from the workspace\n"
+
+
+def test_a_request_state_is_bound_to_its_agent(gw):
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import ElicitResult, InputRequiredResult
+    args = {"path": "/workspace/bound.txt", "content": "x"}
+
+    async def go():
+        async with session(gw) as c:
+            r = await c.session.call_tool("write_file", args, allow_input_required=True)
+            assert isinstance(r, InputRequiredResult)
+        async with session(gw, key=gw.key("mcp_demo_agent")) as other:
+            with pytest.raises(MCPError) as stolen:
+                await other.session.call_tool("write_file", args, request_state=r.request_state,
+                                              input_responses={"aecl_approval": ElicitResult(action="accept")},
+                                              allow_input_required=True)
+        return stolen.value
+    stolen = run(go())
+    assert stolen.error.code == -32602 and not (gw.workspace / "bound.txt").exists()
