@@ -442,6 +442,13 @@ class ServiceConfig(_Strict):
             problem = transport_problem(self.console.listen, self.tls, self.plaintext)
             if problem is not None:
                 problem = f"console.listen: {problem}"
+        if problem is None and self.mcp.listen is not None:
+            host = self.mcp.listen.rpartition(":")[0]
+            if not (host in LOOPBACK_HOSTS or host.startswith("127.")):
+                # Agents' API keys travel as bearers: the MCP port is plain HTTP, so loopback only.
+                problem = (f"mcp.listen: the MCP front end is served over plain HTTP, so only on a loopback "
+                           f"address, not {self.mcp.listen!r} (put a TLS-terminating proxy on this host in front "
+                           "to reach it from elsewhere)")
         if problem is not None:
             raise ValueError(problem)
         return self

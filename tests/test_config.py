@@ -108,3 +108,14 @@ def test_a_new_model_with_config_paths_resolves_without_any_list(tmp_path):
     assert resolved.inner.many == [tmp_path.resolve() / "x", Path("/abs/y")]
     assert resolved.top == tmp_path.resolve().parent / "c"
     assert Outer.model_validate(doc).top == Path("../c")
+
+
+
+def test_the_mcp_front_end_listens_on_loopback_only(tmp_path):
+    import pytest
+
+    from enforcer.errors import ConfigError
+    with pytest.raises(ConfigError, match="mcp.listen: the MCP front end is served over plain HTTP"):
+        load_config(_write(tmp_path, _minimal(mcp={"listen": "0.0.0.0:8090"})))
+    assert load_config(_write(tmp_path / "ok", _minimal(mcp={"listen": "127.0.0.1:8090"}))).mcp.listen \
+        == "127.0.0.1:8090"

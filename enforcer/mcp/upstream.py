@@ -302,6 +302,10 @@ class Upstreams:
         assert u.tools is not None
         return list(u.tools)
 
+    def call_timeout(self, upstream: str) -> float:
+        """The upstream's configured call_timeout_s."""
+        return self._get(upstream).call_timeout_s
+
     async def call(self, upstream: str, tool: str, arguments: dict, *,
                    timeout_s: float | None = None) -> mcp.types.CallToolResult:
         """Forward tools/call. A tool's own failure is the result's is_error;

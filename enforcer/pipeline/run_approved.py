@@ -169,7 +169,10 @@ class RunApproved:
         upstreams = self.mcp
         ref = tool.mcp
         sandbox_id = upstreams.sandbox_id(ref.upstream) if upstreams is not None else ""
-        timeout = max(0.001, min(tool.timeout_s or self.sandbox_config.call_timeout_s, task.expires_at - self.clock()))
+        # The tool's own timeout, else its upstream's call_timeout_s; never past the task's end.
+        left = task.expires_at - self.clock()
+        default = upstreams.call_timeout(ref.upstream) if upstreams is not None else self.sandbox_config.call_timeout_s
+        timeout = max(0.001, min(tool.timeout_s or default, left))
         try:
             if upstreams is None:
                 raise SandboxError(f"tool {req.tool} is an MCP tool of upstream {ref.upstream!r}, but this service "
