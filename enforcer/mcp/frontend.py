@@ -152,14 +152,8 @@ class McpFrontEnd:
             log.warning("mcp.state_key_file not set: requestState is sealed with a key of this process only, so "
                         "a client's retry after a restart is refused")
             return secrets.token_bytes(32)
-        from enforcer.audit.keys import require_private
-        try:
-            import os
-            st = os.stat(path)
-            require_private(path, st, "mcp.state_key_file", error=ConfigError)
-            key = path.read_bytes().strip()
-        except OSError as e:
-            raise ConfigError(f"{path}: mcp.state_key_file not readable: {e.strerror}") from None
+        from enforcer.notify.secret import load_secret
+        key = load_secret(path, "mcp.state_key_file")
         if len(key) < 32:
             raise ConfigError(f"{path}: mcp.state_key_file must hold at least 32 bytes")
         return key
@@ -213,7 +207,12 @@ class McpFrontEnd:
         return await self._answer(ctx, result, name, args, task_id)
 
     async def _answer(self, ctx, r: ExecuteResult, name: str, args: dict[str, Any], task_id: str):
-        from mcp.types import CallToolResult, ElicitRequest, ElicitRequestURLParams, InputRequiredResult
+        from mcp.types import (
+            CallToolResult,
+            ElicitRequest,
+            ElicitRequestURLParams,
+            InputRequiredResult,
+        )
         meta = {"aecl/decision_id": r.decision.decision_id, "aecl/event_id": r.event_id}
         if r.duplicate:
             meta["aecl/duplicate"] = True
@@ -295,7 +294,12 @@ class McpFrontEnd:
         return _error_result(f"{a.status}: {why}", meta)
 
     def _still_waiting(self, ctx, a, name: str, args: dict[str, Any], task_id: str, meta: dict[str, Any]):
-        from mcp.types import CallToolResult, ElicitRequest, ElicitRequestURLParams, InputRequiredResult
+        from mcp.types import (
+            CallToolResult,
+            ElicitRequest,
+            ElicitRequestURLParams,
+            InputRequiredResult,
+        )
         page = f"{self.console_url}/approvals/{a.approval_id}" if self.console_url else ""
         if _speaks_mrtr(ctx) and page:
             state = {"approval_id": a.approval_id, "digest": a.args_digest, "tool": name, "task_id": task_id,

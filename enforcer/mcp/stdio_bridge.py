@@ -12,28 +12,17 @@ command line or the environment of the client's config.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
-
-from enforcer.errors import ConfigError
 
 # Standard request headers of Streamable HTTP (2026-07-28): from the message itself.
 PROTOCOL_HEADER = "MCP-Protocol-Version"
 
 
 def read_credential(path: Path) -> str:
-    from enforcer.audit.keys import require_private
-    try:
-        st = os.stat(path)
-        require_private(path, st, "the agent's credential file", error=ConfigError)
-        key = path.read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{path}: the agent's credential file is not readable: {e.strerror}") from None
-    if not key:
-        raise ConfigError(f"{path}: the agent's credential file is empty")
-    return key
+    from enforcer.notify.secret import load_secret
+    return load_secret(path, "the agent's credential file").decode()
 
 
 def headers_for(message: dict[str, Any]) -> dict[str, str]:

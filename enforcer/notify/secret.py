@@ -1,4 +1,6 @@
-"""Reading a webhook's HMAC secret: a private file of the operator's.
+"""Reading a secret from a private file of the operator's: a webhook's
+HMAC secret, the MCP front end's requestState key, an agent's API key for
+`aecl mcp stdio`.
 
 Whoever reads the secret can forge notifications (a fake "approval pending"
 pointing an approver anywhere), so the file gets the same treatment as the
@@ -17,10 +19,9 @@ from enforcer.errors import ConfigError
 MAX_SECRET_BYTES = 4096
 
 
-def load_secret(path: Path) -> bytes:
+def load_secret(path: Path, what: str = "webhook secret") -> bytes:
     """The secret is the file's text without surrounding whitespace (so a
     trailing newline from `echo` or an editor does not change it)."""
-    what = "webhook secret"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
