@@ -134,6 +134,17 @@ def query_idempotency_key(req: Request) -> str | None:
     return values[0]
 
 
+def snapshots_taken(db: "Database", column: str, value: str, key: str | None) -> list:
+    """The snapshots of one record or service (`column` = value), oldest
+    first; with `key`, only those the writes under that Idempotency-Key took
+    (how a compensation finds what an interrupted write did)."""
+    sql, params = f"SELECT * FROM snapshots WHERE {column} = ?", [value]
+    if key is not None:
+        sql, params = sql + " AND idempotency_key = ?", [*params, key]
+    with db.read() as conn:
+        return conn.execute(sql + " ORDER BY created_at, rowid", params).fetchall()
+
+
 def want_object(value: Any, name: str, *, max_keys: int = 100) -> dict:
     if not isinstance(value, dict):
         raise HTTPError(400, f"{name} must be a JSON object")

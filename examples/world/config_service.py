@@ -141,11 +141,7 @@ def build(args) -> w.App:
         """The service's snapshots, oldest first; ?idempotency_key=K: only those the writes under K took."""
         service = w.want_id(req.params["service"], "service")
         key = w.query_idempotency_key(req)
-        sql, params = "SELECT * FROM snapshots WHERE service = ?", [service]
-        if key is not None:
-            sql, params = sql + " AND idempotency_key = ?", [*params, key]
-        with db.read() as conn:
-            rows = conn.execute(sql + " ORDER BY created_at, rowid", params).fetchall()
+        rows = w.snapshots_taken(db, "service", service, key)
         return {"service": service, "idempotency_key": key, "snapshots": [snapshot_view(r) for r in rows]}
 
     return app

@@ -204,11 +204,7 @@ def build(args) -> w.App:
         """The record's snapshots, oldest first; ?idempotency_key=K: only those the writes under K took."""
         record_id = w.want_id(req.params["record_id"], "record id")
         key = w.query_idempotency_key(req)
-        sql, params = "SELECT * FROM snapshots WHERE record_id = ?", [record_id]
-        if key is not None:
-            sql, params = sql + " AND idempotency_key = ?", [*params, key]
-        with db.read() as conn:
-            rows = conn.execute(sql + " ORDER BY created_at, rowid", params).fetchall()
+        rows = w.snapshots_taken(db, "record_id", record_id, key)
         return {"record_id": record_id, "idempotency_key": key, "snapshots": [snapshot_view(r) for r in rows]}
 
     return app
