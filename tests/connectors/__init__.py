@@ -37,7 +37,9 @@ class Upstream:
     """A real HTTP/1.1 server on 127.0.0.1:<free port>. Every request is
     recorded; the answer is 201 for POST, 200 otherwise, with a JSON body
     echoing the method, path and headers it received. Special paths:
-    /chunked answers with a chunked body; /hold/... waits for `release`."""
+    /chunked answers with a chunked body; a path with a /hold/ segment (the
+    connector allows only its prefixes, e.g. /accounts/hold/1) waits for
+    `release` before answering."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
@@ -53,7 +55,7 @@ class Upstream:
                 body = self.rfile.read(n) if n else b""
                 upstream.seen.append(Seen(self.command, self.path, list(self.headers.items()), body))
                 upstream.arrived.set()
-                if self.path.startswith("/hold/"):
+                if "/hold/" in self.path:
                     upstream.release.wait(30)
                 out = json.dumps({"method": self.command, "path": self.path,
                                   "headers": list(self.headers.items()),
